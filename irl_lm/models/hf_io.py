@@ -1,0 +1,228 @@
+"""Read and write Hugging Face checkpoint directories (config.json + safetensors)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_dtypes
+from jax.experimental import multihost_utils
+import numpy as np
+from flax import traverse_util
+from safetensors.numpy import save_file
+
+from irl_lm import sharding as shd
+from irl_lm.models.config import ModelConfig
+from irl_lm.models.factory import build_model, init_params, param_logical_specs
+from irl_lm.models.hf_config import from_hf_config, to_hf_config
+from irl_lm.models.hf_weights import Entry, ignorable, key_aliases, weight_entries
+
+VALUE_HEADS_FILE = "value_heads.safetensors"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
+           "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
+
+
+class SafetensorsDir(Mapping[str, np.ndarray]):
+  """Lazy, memory-mapped view of every tensor in a checkpoint directory.
+
+  Reads ``model.safetensors`` or the files named by
+  ``model.safetensors.index.json``; supports bfloat16 without torch.
+  """
+
+  def __init__(self, path: str):
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+      with open(index) as f:
+        files = sorted(set(json.load(f)["weight_map"].values()))
+    elif os.path.exists(os.path.join(path, "model.safetensors")):
+      files = ["model.safetensors"]
+    else:
+      raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+    self._where: dict[str, tuple[str, dict[str, Any], int]] = {}
+    for name in files:
+      fn = os.path.join(path, name)
+      with open(fn, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+      header.pop("__metadata__", None)
+      for key, info in header.items():
+        self._where[key] = (fn, info, 8 + n)
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    fn, info, offset = self._where[key]
+    if info["dtype"] not in _DTYPES:
+      raise ValueError(f"{fn}: tensor {key} has unsupported dtype {info['dtype']}")
+    start, end = info["data_offsets"]
+    dtype = np.dtype(_DTYPES[info["dtype"]])
+    mm = np.memmap(fn, dtype=np.uint8, mode="r", offset=offset + start, shape=(end - start,))
+    return mm.view(dtype).reshape(info["shape"])
+
+  def shape(self, key: str) -> tuple[int, ...]:
+    return tuple(self._where[key][1]["shape"])
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._where)
+
+  def __len__(self) -> int:
+    return len(self._where)
+
+
+def _stack_layers(flat: dict[tuple[str, ...], np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
+  """Unrolled ``layers_i`` leaves -> one ``layers`` leaf stacked on axis 0."""
+  groups: dict[tuple[str, ...], dict[int, np.ndarray]] = {}
+  out = {}
+  for path, x in flat.items():
+    idx = next((k for k, p in enumerate(path) if p.startswith("layers_")), None)
+    if idx is None:
+      out[path] = x
+      continue
+    key = path[:idx] + ("layers",) + path[idx + 1:]
+    groups.setdefault(key, {})[int(path[idx][len("layers_"):])] = x
+  for key, layers in groups.items():
+    out[key] = np.stack([layers[i] for i in range(len(layers))])
+  return out
+
+
+def _unstack_layers(flat: dict[tuple[str, ...], np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
+  out = {}
+  for path, x in flat.items():
+    if "layers" in path:
+      i = path.index("layers")
+      for n in range(x.shape[0]):
+        out[path[:i] + (f"layers_{n}",) + path[i + 1:]] = x[n]
+    else:
+      out[path] = x
+  return out
+
+
+def _read_trunk(cfg: ModelConfig, tensors: SafetensorsDir, shapes: dict[tuple[str, ...], Any],
+                path: str) -> dict[tuple[str, ...], np.ndarray]:
+  """Converted trunk parameters (unrolled names), checking names and shapes."""
+  entries = weight_entries(cfg)
+  out, used = {}, set()
+  for e in entries:
+    key = next((k for k in [e.hf_key, *key_aliases(cfg, e.hf_key)] if k in tensors), None)
+    if key is None:
+      raise ValueError(f"{path}: missing weight {e.hf_key!r} (for parameter {'/'.join(e.path)})")
+    used.add(key)
+    want = e.hf_shape(shapes[e.path])
+    if tensors.shape(key) != want:
+      raise ValueError(f"{path}: weight {key!r} has shape {tensors.shape(key)}, "
+                       f"expected {want} (for parameter {'/'.join(e.path)})")
+    out[e.path] = e.to_ours(tensors[key], shapes[e.path])
+  extra = [k for k in tensors if k not in used and not ignorable(cfg, k)]
+  if extra:
+    raise ValueError(f"{path}: unexpected weight {extra[0]!r}"
+                     + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+  return out
+
+
+def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float32",
+                    mesh: jax.sharding.Mesh | None = None, rules: shd.Rules = shd.DEFAULT_RULES,
+                    rng: jax.Array | None = None, **overrides: Any) -> tuple[nn.Module, Any]:
+  """Loads a Hugging Face T5 / GPT-2 / Llama checkpoint directory.
+
+  Args:
+    path: directory with ``config.json`` and ``model.safetensors`` (or a
+      sharded ``model.safetensors.index.json``).
+    value_heads: add ILQL heads; read from ``value_heads.safetensors`` when the
+      directory has one, else freshly initialised from ``rng``.
+    dtype: compute dtype (parameters are float32).
+    mesh: when given, every parameter is placed straight into its sharding on
+      this mesh (one tensor at a time on the host; each device gets its shard).
+    rules: logical axis rules used with ``mesh``.
+    **overrides: further ``ModelConfig`` fields (``remat``, ``scan_layers``, ...).
+
+  Returns:
+    ``(model, params)``.
+  """
+  cfg_file = os.path.join(path, "config.json")
+  if not os.path.exists(cfg_file):
+    raise FileNotFoundError(f"{path}: no config.json")
+  with open(cfg_file) as f:
+    cfg = from_hf_config(json.load(f), value_heads=value_heads, dtype=dtype, **overrides)
+  specs, abstract = param_logical_specs(cfg)
+  unrolled = cfg.replace(scan_layers=False, value_heads=False)
+  shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
+  shapes = {k: tuple(v.shape) for k, v in shapes.items()}
+  flat = _read_trunk(cfg, SafetensorsDir(path), shapes, path)
+  if value_heads:
+    flat.update(_read_heads(cfg, path, rng))
+  if cfg.scan_layers:
+    flat = _stack_layers(flat)
+  want = traverse_util.flatten_dict(abstract)
+  for k, v in want.items():
+    if flat[k].shape != v.shape:
+      raise ValueError(f"{path}: parameter {'/'.join(k)} has shape {flat[k].shape}, "
+                       f"expected {v.shape}")
+  if mesh is None:
+    params = {k: jax.numpy.asarray(v) for k, v in flat.items()}
+  else:
+    shardings = traverse_util.flatten_dict(shd.logical_shardings(specs, abstract, mesh, rules))
+    params = {k: jax.make_array_from_callback(v.shape, shardings[k], lambda i, v=v: v[i])
+              for k, v in flat.items()}
+  return build_model(cfg), traverse_util.unflatten_dict(params)
+
+
+def _read_heads(cfg: ModelConfig, path: str, rng: jax.Array | None
+                ) -> dict[tuple[str, ...], np.ndarray]:
+  fn = os.path.join(path, VALUE_HEADS_FILE)
+  fresh = init_params(cfg.replace(scan_layers=False, remat="none"),
+                      jax.random.key(0) if rng is None else rng)["heads"]
+  want = {("heads",) + k: np.asarray(v) for k, v in traverse_util.flatten_dict(fresh).items()}
+  if not os.path.exists(fn):
+    logging.info("%s: no %s; value heads start from a random init", path, VALUE_HEADS_FILE)
+    return want
+  from safetensors.numpy import load_file
+  got = {("heads",) + tuple(k.split("/")): v for k, v in load_file(fn).items()}
+  for k, v in want.items():
+    if k not in got:
+      raise ValueError(f"{fn}: missing weight {'/'.join(k[1:])!r}")
+    if got[k].shape != v.shape:
+      raise ValueError(f"{fn}: weight {'/'.join(k[1:])!r} has shape {got[k].shape}, "
+                       f"expected {v.shape}")
+  extra = sorted(set(got) - set(want))
+  if extra:
+    raise ValueError(f"{fn}: unexpected weight {'/'.join(extra[0][1:])!r}")
+  return got
+
+
+def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
+  """Writes ``params`` as a Hugging Face directory (config.json + model.safetensors).
+
+  transformers' PyTorch ``from_pretrained`` loads the directory with the same
+  logits. Value heads, if present, go to ``value_heads.safetensors`` beside it.
+  Sharded (multi-host) parameters are gathered; only process 0 writes.
+  """
+  cfg: ModelConfig = model.cfg
+  params = multihost_utils.process_allgather(params, tiled=True)
+  flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
+  flat = _unstack_layers(flat)
+  if jax.process_index() != 0:
+    return
+  os.makedirs(path, exist_ok=True)
+  tensors: dict[str, np.ndarray] = {}
+  parts: dict[str, dict[int, np.ndarray]] = {}
+  for e in weight_entries(cfg):
+    if e.path not in flat:
+      raise ValueError(f"save_pretrained: parameters lack {'/'.join(e.path)}")
+    t = e.to_hf(flat[e.path])
+    if e.part:
+      parts.setdefault(e.hf_key, {})[e.part[0]] = t
+    else:
+      tensors[e.hf_key] = t
+  for key, p in parts.items():
+    tensors[key] = np.concatenate([p[i] for i in range(len(p))], axis=-1)
+  save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(to_hf_config(cfg), f, indent=2)
+  heads = {"/".join(k[1:]): v for k, v in flat.items() if k[0] == "heads"}
+  if heads:
+    save_file(heads, os.path.join(path, VALUE_HEADS_FILE))
+
+
+__all__ = ["from_pretrained", "save_pretrained", "SafetensorsDir", "Entry"]

@@ -1,0 +1,284 @@
+"""Building blocks shared by the T5 and decoder-only models (Flax Linen).
+
+Parameters are float32 and carry logical axis names; computation runs in the
+configured dtype, and softmax / normalisation statistics in float32.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from irl_lm.models.config import ModelConfig
+
+Array = jax.Array
+NEG_INF = -1e30
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "silu": jax.nn.silu,
+}
+
+
+def dtype_of(cfg: ModelConfig) -> Any:
+  return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+
+
+def constrain(x: Array, names: Sequence[str | None]) -> Array:
+  """Logical sharding constraint on an activation (no-op without a mesh)."""
+  return nn.with_logical_constraint(x, tuple(names))
+
+
+def dense(features: int | Sequence[int], names: Sequence[str | None], cfg: ModelConfig,
+          name: str | None = None, *, axis: int | Sequence[int] = -1, use_bias: bool = False,
+          stddev: float = 0.02) -> nn.DenseGeneral:
+  """A DenseGeneral whose kernel (and bias) carry logical axis names.
+
+  ``names`` covers the kernel's axes: the contracted input axes then the
+  output feature axes.
+  """
+  n_out = 1 if isinstance(features, int) else len(features)
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=use_bias, dtype=dtype_of(cfg),
+      param_dtype=jnp.float32, name=name,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(stddev), tuple(names)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, tuple(names[-n_out:])))
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square norm with a scale and no bias (T5, Llama)."""
+
+  eps: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    y = x32 * lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y * scale).astype(self.dtype)
+
+
+def norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
+  """The layout's normalisation layer: LayerNorm for GPT-2, RMSNorm otherwise."""
+  if cfg.layout == "gpt2":
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps, dtype=dtype_of(cfg), param_dtype=jnp.float32, name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+  return RMSNorm(cfg.layer_norm_eps, dtype_of(cfg), name=name)
+
+
+def embedding(cfg: ModelConfig, num: int, name: str | None = None, names=("vocab", "embed"),
+              stddev: float = 1.0) -> nn.Embed:
+  return nn.Embed(num, cfg.d_model, dtype=dtype_of(cfg), param_dtype=jnp.float32, name=name,
+                  embedding_init=nn.with_logical_partitioning(
+                      nn.initializers.normal(stddev), names))
+
+
+class MLP(nn.Module):
+  """Feed-forward block: gated (T5 v1.1, Llama) or plain (original T5, GPT-2)."""
+
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.cfg
+    gated = cfg.layout in ("v1_1", "llama")
+    act = ACTIVATIONS[{"v1_1": "gelu_new", "original": "relu", "gpt2": "gelu_new",
+                       "llama": "silu"}[cfg.layout]]
+    bias = cfg.layout == "gpt2"
+    if gated:
+      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0")(x)) * dense(
+          cfg.d_ff, ("embed", "mlp"), cfg, "wi_1")(x)
+    else:
+      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi", use_bias=bias)(x))
+    h = constrain(h, ("batch", "length", "mlp"))
+    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
+    return dense(cfg.d_model, ("mlp", "embed"), cfg, "wo", use_bias=bias)(h)
+
+
+def rope(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary embedding (half-split layout, as in Llama) of ``x`` [b, t, h, d]."""
+  d = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  ang = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, t, d/2]
+  cos = jnp.concatenate([jnp.cos(ang)] * 2, -1)[:, :, None, :]
+  sin = jnp.concatenate([jnp.sin(ang)] * 2, -1)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  x1, x2 = x32[..., : d // 2], x32[..., d // 2:]
+  rotated = jnp.concatenate([-x2, x1], -1)
+  return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+def attend(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None,
+           scale: float) -> Array:
+  """Grouped-query dot-product attention.
+
+  Args:
+    q: [b, tq, h, d]; k, v: [b, tk, g, d] with h a multiple of g.
+    mask: boolean, broadcastable to [b, 1, tq, tk]; True = may attend.
+    bias: additive, broadcastable to [b, h, tq, tk] (T5 relative positions).
+  """
+  b, tq, h, d = q.shape
+  g = k.shape[2]
+  qg = q.reshape(b, tq, g, h // g, d)
+  s = jnp.einsum("bqgrd,bkgd->bgrqk", qg, k, preferred_element_type=jnp.float32)
+  s = s.reshape(b, h, tq, k.shape[1]) * scale
+  if bias is not None:
+    s = s + bias.astype(jnp.float32)
+  if mask is not None:
+    s = jnp.where(mask, s, NEG_INF)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype).reshape(b, g, h // g, tq, k.shape[1])
+  return jnp.einsum("bgrqk,bkgd->bqgrd", p, v).reshape(b, tq, h, d)
+
+
+class Attention(nn.Module):
+  """Multi-head (grouped-query) attention with an optional decode cache.
+
+  Self-attention in decode mode writes the new keys/values into the cache at
+  ``cache_index`` and attends over the whole cache (``mask`` covers it). Cross
+  attention in decode mode caches the projected encoder keys/values on the call
+  that passes ``kv_input`` and reuses them when ``kv_input`` is None.
+  """
+
+  cfg: ModelConfig
+  cross: bool = False
+  decode: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, kv_input: Array | None, mask: Array | None,
+               bias: Array | None = None, positions: Array | None = None,
+               cache_index: Array | None = None) -> Array:
+    cfg = self.cfg
+    bias_on = cfg.layout == "gpt2"
+    g = cfg.kv_heads if cfg.layout == "llama" else cfg.num_heads
+    q = dense((cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, "query",
+              use_bias=bias_on)(x)
+    q = constrain(q, ("batch", "length", "heads", "kv"))
+    project_kv = kv_input is not None or not self.cross
+    if project_kv:
+      src = x if not self.cross else kv_input
+      k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key", use_bias=bias_on)(src)
+      v = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "value",
+                use_bias=bias_on)(src)
+      if cfg.layout == "llama":
+        q = rope(q, positions, cfg.rope_theta)
+        k = rope(k, positions, cfg.rope_theta)
+    if self.decode:
+      k, v = self._cached(k if project_kv else None, v if project_kv else None,
+                          x.shape[0], cache_index)
+    scale = 1.0 if cfg.family == "t5" else cfg.head_dim ** -0.5
+    out = attend(q, k, v, mask, bias, scale)
+    out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
+    return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
+                 use_bias=bias_on)(out)
+
+  def _cached(self, k: Array | None, v: Array | None, batch: int,
+              cache_index: Array | None) -> tuple[Array, Array]:
+    initialized = self.has_variable("cache", "cached_key")
+    if self.cross:
+      ck = self.variable("cache", "cached_key", jnp.zeros_like, k)
+      cv = self.variable("cache", "cached_value", jnp.zeros_like, v)
+      if k is not None:
+        ck.value, cv.value = k, v
+      return ck.value, cv.value
+    ck = self.variable("cache", "cached_key", jnp.zeros_like, k)
+    cv = self.variable("cache", "cached_value", jnp.zeros_like, v)
+    if not initialized:  # init call: shapes only, attend over the inputs
+      return k, v
+    ck.value = lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, cache_index, 0, 0))
+    cv.value = lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, cache_index, 0, 0))
+    return ck.value, cv.value
+
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class LayerStack(nn.Module):
+  """Applies ``num_layers`` copies of ``block`` (unrolled or scanned, optionally remat).
+
+  The block is built as ``block(cfg, decode=..., deterministic=...)``, called as
+  ``block(x, *args)`` and returns ``(x, None)``; ``args`` are broadcast to every
+  layer. Scanned layers store parameters stacked on a leading ``layers`` axis
+  under ``layers``; unrolled ones under ``layers_0``, ``layers_1``, ...
+  """
+
+  cfg: ModelConfig
+  block: type[nn.Module]
+  num_layers: int
+
+  @nn.compact
+  def __call__(self, x: Array, *args: Any, decode: bool = False,
+               deterministic: bool = True) -> Array:
+    cfg = self.cfg
+    cls = self.block
+    if cfg.remat != "none":
+      cls = nn.remat(cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      cls = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast,) * len(args), length=self.num_layers,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = cls(cfg, decode=decode, deterministic=deterministic, name="layers")(x, *args)
+      return x
+    for i in range(self.num_layers):
+      x, _ = cls(cfg, decode=decode, deterministic=deterministic, name=f"layers_{i}")(x, *args)
+    return x
+
+
+def causal_mask(q_seg: Array, k_seg: Array, q_slot: Array, k_slot: Array) -> Array:
+  """[b, 1, tq, tk] mask: same segment, key slot not after query slot."""
+  same = q_seg[:, :, None] == k_seg[:, None, :]
+  order = k_slot[..., None, :] <= q_slot[..., :, None]
+  return (same & order)[:, None]
+
+
+def padding_mask(q_seg: Array, k_seg: Array) -> Array:
+  """[b, 1, tq, tk] mask: same segment and key not padding (segment 0)."""
+  return ((q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] != 0))[:, None]
+
+
+class DecodeState(nn.Module):
+  """Stack-level decode bookkeeping: the write index and each cache slot's segment.
+
+  Returns ``(index, mask, q_slot)``: ``mask`` [b, 1, t, max_len] lets each new
+  query see the cached keys of its own segment up to its own slot. For T5 it
+  also keeps the encoder's segments (``enc_seg``, given on the first call) and
+  returns them as a fourth value.
+  """
+
+  @nn.compact
+  def __call__(self, seg: Array, enc_seg: Array | None = None
+               ) -> tuple[Array, Array, Array, Array | None]:
+    initialized = self.has_variable("cache", "index")
+    index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    segs = self.variable("cache", "segments", jnp.zeros_like, seg)
+    cached_enc = None
+    if enc_seg is not None or self.has_variable("cache", "encoder_segments"):
+      enc = self.variable("cache", "encoder_segments", lambda: enc_seg)
+      if enc_seg is not None:
+        enc.value = enc_seg
+      cached_enc = enc.value
+    t = seg.shape[1]
+    if not initialized:
+      slots = jnp.arange(t)
+      return index.value, causal_mask(seg, seg, slots, slots), slots, cached_enc
+    i = index.value
+    segs.value = lax.dynamic_update_slice(segs.value, seg.astype(segs.value.dtype), (0, i))
+    q_slot = i + jnp.arange(t)
+    mask = causal_mask(seg, segs.value, q_slot, jnp.arange(segs.value.shape[1]))
+    index.value = i + t
+    return i, mask, q_slot, cached_enc

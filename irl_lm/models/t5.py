@@ -1,0 +1,191 @@
+"""T5 encoder-decoder (v1.1 / Flan-T5 and original layouts) with optional value heads."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from irl_lm.models.config import ModelConfig
+from irl_lm.models.heads import ModelOutput, ValueHeads
+from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
+                                  dense, embedding, norm, padding_mask)
+
+Array = jax.Array
+
+
+def relative_position_bucket(rel: Array, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> Array:
+  """T5's bucketing of (key position - query position) into ``num_buckets`` ids."""
+  ret = jnp.zeros_like(rel)
+  if bidirectional:
+    num_buckets //= 2
+    ret += (rel > 0).astype(rel.dtype) * num_buckets
+    n = jnp.abs(rel)
+  else:
+    n = jnp.maximum(-rel, 0)
+  max_exact = num_buckets // 2
+  safe = jnp.maximum(n, max_exact).astype(jnp.float32)
+  large = max_exact + (jnp.log(safe / max_exact) / np.log(max_distance / max_exact)
+                       * (num_buckets - max_exact)).astype(rel.dtype)
+  large = jnp.minimum(large, num_buckets - 1)
+  return ret + jnp.where(n < max_exact, n, large)
+
+
+class RelativePositionBias(nn.Module):
+  """Per-head additive bias [b, h, tq, tk] from T5 relative position buckets."""
+
+  cfg: ModelConfig
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, q_pos: Array, k_pos: Array) -> Array:
+    cfg = self.cfg
+    table = self.param("rel_embedding", nn.with_logical_partitioning(
+        nn.initializers.normal(0.1), ("relpos_buckets", "heads")),
+        (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32)
+    rel = k_pos[..., None, :] - q_pos[..., :, None]
+    buckets = relative_position_bucket(rel, self.bidirectional,
+                                       cfg.relative_attention_num_buckets,
+                                       cfg.relative_attention_max_distance)
+    return jnp.moveaxis(table[buckets], -1, -3)
+
+
+class EncoderBlock(nn.Module):
+  cfg: ModelConfig
+  decode: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, bias: Array) -> tuple[Array, None]:
+    cfg, det = self.cfg, self.deterministic
+    h = norm(cfg, "attn_norm")(x)
+    h = Attention(cfg, deterministic=det, name="attn")(h, None, mask, bias)
+    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    h = MLP(cfg, deterministic=det, name="mlp")(norm(cfg, "mlp_norm")(x))
+    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    return constrain(x, ("batch", "length", "embed")), None
+
+
+class DecoderBlock(nn.Module):
+  cfg: ModelConfig
+  decode: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array | None, self_mask: Array, bias: Array,
+               cross_mask: Array, cache_index: Array | None) -> tuple[Array, None]:
+    cfg, det, dec = self.cfg, self.deterministic, self.decode
+    h = norm(cfg, "attn_norm")(x)
+    h = Attention(cfg, decode=dec, deterministic=det, name="attn")(
+        h, None, self_mask, bias, cache_index=cache_index)
+    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    h = norm(cfg, "cross_norm")(x)
+    h = Attention(cfg, cross=True, decode=dec, deterministic=det, name="cross")(
+        h, encoded, cross_mask)
+    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    h = MLP(cfg, deterministic=det, name="mlp")(norm(cfg, "mlp_norm")(x))
+    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    return constrain(x, ("batch", "length", "embed")), None
+
+
+def _segments(batch: Mapping[str, Array], prefix: str, tokens: Array, pad_id: int) -> Array:
+  seg = batch.get(f"{prefix}_segment_ids")
+  if seg is not None:
+    return seg.astype(jnp.int32)
+  return (tokens != pad_id).astype(jnp.int32)
+
+
+def _positions(batch: Mapping[str, Array], prefix: str, tokens: Array) -> Array:
+  pos = batch.get(f"{prefix}_positions")
+  if pos is not None:
+    return pos.astype(jnp.int32)
+  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+
+
+class T5(nn.Module):
+  """T5 encoder-decoder.
+
+  ``__call__(batch)`` takes seqio's encoder-decoder features
+  (``encoder_input_tokens``, ``decoder_input_tokens``, optional
+  ``*_segment_ids``/``*_positions`` for packed rows) and returns ``ModelOutput``.
+  ``encode`` and ``decode`` serve incremental decoding with a cache.
+  """
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.shared = embedding(cfg, cfg.vocab_size)
+    self.enc_relpos = RelativePositionBias(cfg, bidirectional=True)
+    self.dec_relpos = RelativePositionBias(cfg, bidirectional=False)
+    self.encoder = LayerStack(cfg, EncoderBlock, cfg.num_encoder_layers)
+    self.decoder = LayerStack(cfg, DecoderBlock, cfg.num_layers)
+    self.encoder_norm = norm(cfg)
+    self.decoder_norm = norm(cfg)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.decode_state = DecodeState()
+    if not cfg.tie_word_embeddings:
+      self.lm_head = dense(cfg.vocab_size, ("embed", "vocab"), cfg, stddev=1.0)
+    if cfg.value_heads:
+      self.heads = ValueHeads(cfg)
+
+  def encode(self, batch: Mapping[str, Array], *, deterministic: bool = True) -> Array:
+    """Encoder hidden states [b, t_enc, d_model]."""
+    cfg = self.cfg
+    tokens = batch["encoder_input_tokens"]
+    seg = _segments(batch, "encoder", tokens, cfg.pad_id)
+    pos = _positions(batch, "encoder", tokens)
+    x = self.dropout(self.shared(tokens), deterministic=deterministic)
+    x = constrain(x, ("batch", "length", "embed"))
+    x = self.encoder(x, padding_mask(seg, seg), self.enc_relpos(pos, pos),
+                     deterministic=deterministic)
+    return self.dropout(self.encoder_norm(x), deterministic=deterministic)
+
+  def decode(self, batch: Mapping[str, Array], encoded: Array | None, *,
+             deterministic: bool = True, decode: bool = False,
+             target_q_params: Any | None = None) -> ModelOutput:
+    """Decoder outputs given encoder states.
+
+    In decode mode (``decode=True``, mutable ``cache``) the call that passes
+    ``encoded`` (with ``encoder_input_tokens`` or ``encoder_segment_ids`` in
+    ``batch``) caches the cross-attention keys/values and the encoder mask;
+    later calls pass ``encoded=None``.
+    """
+    cfg = self.cfg
+    tokens = batch["decoder_input_tokens"]
+    dseg = batch.get("decoder_segment_ids")
+    dseg = jnp.ones_like(tokens, jnp.int32) if dseg is None else dseg.astype(jnp.int32)
+    x = self.dropout(self.shared(tokens), deterministic=deterministic)
+    x = constrain(x, ("batch", "length", "embed"))
+    enc_seg = None
+    if encoded is not None:
+      enc_seg = _segments(batch, "encoder", batch["encoder_input_tokens"], cfg.pad_id)
+    cache_index = None
+    if decode:
+      cache_index, self_mask, q_pos, enc_seg = self.decode_state(dseg, enc_seg)
+      bias = self.dec_relpos(q_pos, jnp.arange(self_mask.shape[-1]))[None]
+    else:
+      pos = _positions(batch, "decoder", tokens)
+      self_mask = causal_mask(dseg, dseg, pos, pos)
+      bias = self.dec_relpos(pos, pos)
+    x = self.decoder(x, encoded, self_mask, bias, padding_mask(dseg, enc_seg), cache_index,
+                     decode=decode, deterministic=deterministic)
+    h = self.dropout(self.decoder_norm(x), deterministic=deterministic)
+    if cfg.tie_word_embeddings:
+      logits = self.shared.attend(h * cfg.d_model ** -0.5)
+    else:
+      logits = self.lm_head(h)
+    logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+    if not cfg.value_heads:
+      return ModelOutput(logits=logits)
+    return ModelOutput(logits=logits, **self.heads(h, target_q_params))
+
+  def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True,
+               target_q_params: Any | None = None) -> ModelOutput:
+    encoded = self.encode(batch, deterministic=deterministic)
+    return self.decode(batch, encoded, deterministic=deterministic,
+                       target_q_params=target_q_params)
