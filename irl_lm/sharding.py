@@ -31,7 +31,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("kv", None),
-    ("vocab", "tensor"),
+    ("vocab", ("tensor", "fsdp")),
     ("layers", None),
     ("relpos_buckets", None),
     ("value", None),

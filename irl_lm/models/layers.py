@@ -35,20 +35,42 @@ def constrain(x: Array, names: Sequence[str | None]) -> Array:
   return nn.with_logical_constraint(x, tuple(names))
 
 
+class DenseGeneral(nn.Module):
+  """``x`` contracted over ``axis`` with a kernel of shape in_dims + features.
+
+  ``names`` gives the kernel's logical axes (inputs then outputs); the bias,
+  if any, takes the output names.
+  """
+
+  features: tuple[int, ...]
+  names: tuple[str | None, ...]
+  axis: tuple[int, ...] = (-1,)
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+  stddev: float = 0.02
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    axis = tuple(a % x.ndim for a in self.axis)
+    shape = tuple(x.shape[a] for a in axis) + self.features
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.normal(self.stddev), self.names), shape, jnp.float32)
+    y = lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                        ((axis, tuple(range(len(axis)))), ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, self.names[len(axis):]), self.features, jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
 def dense(features: int | Sequence[int], names: Sequence[str | None], cfg: ModelConfig,
           name: str | None = None, *, axis: int | Sequence[int] = -1, use_bias: bool = False,
-          stddev: float = 0.02) -> nn.DenseGeneral:
-  """A DenseGeneral whose kernel (and bias) carry logical axis names.
-
-  ``names`` covers the kernel's axes: the contracted input axes then the
-  output feature axes.
-  """
-  n_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features=features, axis=axis, use_bias=use_bias, dtype=dtype_of(cfg),
-      param_dtype=jnp.float32, name=name,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(stddev), tuple(names)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, tuple(names[-n_out:])))
+          stddev: float = 0.02) -> DenseGeneral:
+  """A ``DenseGeneral`` in the config's compute dtype with float32 parameters."""
+  feats = (features,) if isinstance(features, int) else tuple(features)
+  axes = (axis,) if isinstance(axis, int) else tuple(axis)
+  return DenseGeneral(feats, tuple(names), axes, use_bias, dtype_of(cfg), stddev, name=name)
 
 
 class RMSNorm(nn.Module):

@@ -1,0 +1,159 @@
+"""Hugging Face parity, round trips and weight-loading errors (no torch needed)."""
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from irl_lm.models import from_pretrained, save_pretrained
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
+NAMES = ["t5_v1_1", "t5_original", "gpt2", "llama_gqa"]
+
+
+def golden(name):
+  g = dict(np.load(os.path.join(FIXTURES, name, "golden.npz")))
+  return g.pop("logits"), {k: jnp.asarray(v) for k, v in g.items()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("scan", [False, True])
+def test_logits_match_transformers(name, scan):
+  ref, batch = golden(name)
+  model, params = from_pretrained(os.path.join(FIXTURES, name), scan_layers=scan)
+  got = model.apply({"params": params}, batch).logits
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4, rtol=0)
+
+
+def test_layouts_read_from_config():
+  cfgs = {n: from_pretrained(os.path.join(FIXTURES, n))[0].cfg for n in NAMES}
+  assert (cfgs["t5_v1_1"].layout, cfgs["t5_v1_1"].tie_word_embeddings) == ("v1_1", False)
+  assert (cfgs["t5_original"].layout, cfgs["t5_original"].tie_word_embeddings) == ("original", True)
+  assert cfgs["gpt2"].layout == "gpt2" and cfgs["gpt2"].tie_word_embeddings
+  assert cfgs["llama_gqa"].layout == "llama" and cfgs["llama_gqa"].kv_heads == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_pretrained_round_trip(name, tmp_path):
+  src = os.path.join(FIXTURES, name)
+  model, params = from_pretrained(src, scan_layers=True)
+  save_pretrained(model, params, str(tmp_path))
+  orig, back = load_file(os.path.join(src, "model.safetensors")), load_file(
+      str(tmp_path / "model.safetensors"))
+  assert set(back) == set(orig)
+  for k in orig:
+    np.testing.assert_array_equal(back[k], orig[k], err_msg=k)
+  _, params2 = from_pretrained(str(tmp_path), scan_layers=True)
+  jax.tree.map(np.testing.assert_array_equal, params, params2)
+
+
+def test_value_heads_saved_beside_and_read_back(tmp_path):
+  src = os.path.join(FIXTURES, "gpt2")
+  model, params = from_pretrained(src, value_heads=True, rng=jax.random.key(3))
+  ref, batch = golden("gpt2")
+  out = model.apply({"params": params}, batch)
+  np.testing.assert_allclose(np.asarray(out.logits), ref, atol=1e-4)
+  assert out.q1.shape == out.q2.shape == ref.shape and out.v.shape == ref.shape[:2]
+  assert out.q1.dtype == out.v.dtype == jnp.float32
+  save_pretrained(model, params, str(tmp_path))
+  assert os.path.exists(tmp_path / "value_heads.safetensors")
+  assert not any(k.startswith("heads") for k in load_file(str(tmp_path / "model.safetensors")))
+  _, params2 = from_pretrained(str(tmp_path), value_heads=True)
+  jax.tree.map(np.testing.assert_array_equal, params["heads"], params2["heads"])
+
+
+def test_target_q_heads_output():
+  from irl_lm.models import target_q_params
+  model, params = from_pretrained(os.path.join(FIXTURES, "t5_v1_1"), value_heads=True)
+  _, batch = golden("t5_v1_1")
+  tq = target_q_params(params)
+  out = model.apply({"params": params}, batch, target_q_params=tq)
+  np.testing.assert_array_equal(np.asarray(out.target_q1), np.asarray(out.q1))
+  tq = jax.tree.map(lambda x: x * 0.5, tq)
+  out2 = model.apply({"params": params}, batch, target_q_params=tq)
+  assert not np.allclose(np.asarray(out2.target_q2), np.asarray(out.q2))
+
+
+def _copy(name, tmp_path):
+  dst = tmp_path / name
+  shutil.copytree(os.path.join(FIXTURES, name), dst)
+  return dst
+
+
+def test_unknown_model_type(tmp_path):
+  d = _copy("gpt2", tmp_path)
+  cfg = json.loads((d / "config.json").read_text())
+  cfg["model_type"] = "bloom"
+  (d / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ValueError, match=r"model_type='bloom' is not supported"):
+    from_pretrained(str(d))
+
+
+def test_missing_weight(tmp_path):
+  d = _copy("llama_gqa", tmp_path)
+  w = load_file(str(d / "model.safetensors"))
+  del w["model.layers.1.mlp.up_proj.weight"]
+  save_file(w, str(d / "model.safetensors"))
+  with pytest.raises(ValueError, match=r"missing weight 'model.layers.1.mlp.up_proj.weight'"):
+    from_pretrained(str(d))
+
+
+def test_unexpected_weight(tmp_path):
+  d = _copy("llama_gqa", tmp_path)
+  w = load_file(str(d / "model.safetensors"))
+  w["model.layers.9.extra.weight"] = np.zeros((2,), np.float32)
+  save_file(w, str(d / "model.safetensors"))
+  with pytest.raises(ValueError, match=r"unexpected weight 'model.layers.9.extra.weight'"):
+    from_pretrained(str(d))
+
+
+def test_shape_mismatch_names_key_and_shapes(tmp_path):
+  d = _copy("t5_v1_1", tmp_path)
+  w = load_file(str(d / "model.safetensors"))
+  w["encoder.block.1.layer.1.DenseReluDense.wo.weight"] = np.zeros((32, 40), np.float32)
+  save_file(w, str(d / "model.safetensors"))
+  with pytest.raises(ValueError, match=r"'encoder.block.1.layer.1.DenseReluDense.wo.weight' "
+                     r"has shape \(32, 40\), expected \(32, 48\)"):
+    from_pretrained(str(d))
+
+
+def test_sharded_index_and_bfloat16(tmp_path):
+  """A two-file sharded checkpoint stored in bfloat16 loads (as float32)."""
+  import ml_dtypes
+  src = os.path.join(FIXTURES, "gpt2")
+  w = load_file(os.path.join(src, "model.safetensors"))
+  keys = sorted(w)
+  half = {k: w[k].astype(ml_dtypes.bfloat16) for k in keys}
+  d = tmp_path / "ckpt"
+  d.mkdir()
+  shutil.copy(os.path.join(src, "config.json"), d)
+  names = {}
+  for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
+    fn = f"model-0000{i + 1}-of-00002.safetensors"
+    _save_bf16({k: half[k] for k in part}, str(d / fn))
+    names.update({k: fn for k in part})
+  (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": names}))
+  model, params = from_pretrained(str(d))
+  ref, batch = golden("gpt2")
+  got = np.asarray(model.apply({"params": params}, batch).logits)
+  np.testing.assert_allclose(got, ref, atol=0.1)  # bf16 weights
+  emb = params["embed"]["embedding"]
+  np.testing.assert_array_equal(np.asarray(emb), half["transformer.wte.weight"].astype(np.float32))
+
+
+def _save_bf16(tensors, path):
+  """Minimal safetensors writer for bfloat16 (safetensors.numpy lacks bf16)."""
+  header, blobs, off = {}, [], 0
+  for k, v in tensors.items():
+    b = np.ascontiguousarray(v).tobytes()
+    header[k] = {"dtype": "BF16", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+    blobs.append(b)
+    off += len(b)
+  h = json.dumps(header).encode()
+  with open(path, "wb") as f:
+    f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
