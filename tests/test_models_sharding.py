@@ -59,9 +59,9 @@ def test_sharded_forward_equals_single_device(name, mesh_shape):
 def test_from_pretrained_places_params_into_sharding():
   mesh = shd.make_mesh((2, 2, 2))
   model, params = from_pretrained(os.path.join(FIXTURES, "llama_gqa"), mesh=mesh)
-  emb = params["embed"]["embedding"]  # (vocab, embed) -> ('tensor', 'fsdp')
-  assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
-  assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 2, emb.shape[1] // 2)
+  emb = params["embed"]["embedding"]  # (vocab, embed): vocab over tensor x fsdp
+  assert emb.sharding.spec == jax.sharding.PartitionSpec(("tensor", "fsdp"), None)
+  assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 4, emb.shape[1])
   g = dict(np.load(os.path.join(FIXTURES, "llama_gqa", "golden.npz")))
   with shd.activate(mesh, shd.DEFAULT_RULES):
     got = jax.jit(lambda p, b: model.apply({"params": p}, b).logits)(
