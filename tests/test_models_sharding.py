@@ -79,10 +79,10 @@ def test_mesh_errors():
 
 def test_indivisible_dims_fall_back_to_replication():
   mesh = shd.make_mesh((1, 1, 8))
-  spec = shd.logical_to_spec(("embed", "vocab"), shd.DEFAULT_RULES, mesh, (64, 100))
-  assert spec == jax.sharding.PartitionSpec(None, None)
-  spec = shd.logical_to_spec(("embed", "vocab"), shd.DEFAULT_RULES, mesh, (64, 96))
-  assert spec == jax.sharding.PartitionSpec(None, "tensor")
+  spec = shd.logical_to_spec(("mlp", "vocab"), shd.DEFAULT_RULES, mesh, (12, 100))
+  assert spec == jax.sharding.PartitionSpec(None, "fsdp")  # tensor=8 divides neither
+  spec = shd.logical_to_spec(("mlp", "vocab"), shd.DEFAULT_RULES, mesh, (64, 96))
+  assert spec == jax.sharding.PartitionSpec("tensor", "fsdp")
 
 
 def test_data_shard_info_single_process():
