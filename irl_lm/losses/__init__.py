@@ -1,0 +1,20 @@
+"""Pure loss functions over [batch, length] arrays aligned with the targets (no irl_lm imports)."""
+from irl_lm.losses.ilql import ilql_loss
+from irl_lm.losses.iqlearn import implied_rewards, iqlearn_loss
+from irl_lm.losses.masking import masked_mean
+from irl_lm.losses.mle import mle_loss
+from irl_lm.losses.next_state import next_state, next_value
+from irl_lm.losses.polyak import polyak_update
+from irl_lm.losses.schedule import lam_schedule
+
+__all__ = [
+    "ilql_loss",
+    "implied_rewards",
+    "iqlearn_loss",
+    "lam_schedule",
+    "masked_mean",
+    "mle_loss",
+    "next_state",
+    "next_value",
+    "polyak_update",
+]
