@@ -166,3 +166,9 @@ def data_shard_info(mesh: Mesh) -> tuple[int, int]:
     all_blocks.setdefault(d.process_index, set()).add(int(b))
   groups = sorted({tuple(sorted(v)) for v in all_blocks.values()})
   return groups.index(tuple(mine)), len(groups)
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, rules: Rules) -> dict[str, jax.Array]:
+  """This process's rows -> global arrays split over the mesh's batch axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
+          for k, v in batch.items()}

@@ -1,6 +1,7 @@
 """Model construction, parameter initialisation and parameter sharding specs."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -33,10 +34,15 @@ def _init_fn(cfg: ModelConfig):
   return lambda rng: model.init({"params": rng}, batch)["params"]
 
 
+def param_init_fn(cfg: ModelConfig) -> Callable[[jax.Array], Any]:
+  """A pure, jittable ``rng -> params`` (unboxed float32) initialiser."""
+  boxed = _init_fn(cfg)
+  return lambda rng: nn.meta.unbox(boxed(rng))
+
+
 def init_params(cfg: ModelConfig, rng: jax.Array, shardings: Any | None = None) -> Any:
   """Randomly initialised float32 parameters (unboxed), optionally created sharded."""
-  fn = lambda r: nn.meta.unbox(_init_fn(cfg)(r))
-  return jax.jit(fn, out_shardings=shardings)(rng)
+  return jax.jit(param_init_fn(cfg), out_shardings=shardings)(rng)
 
 
 def param_logical_specs(cfg: ModelConfig) -> tuple[Any, Any]:

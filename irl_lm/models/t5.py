@@ -129,7 +129,7 @@ class T5(nn.Module):
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.decode_state = DecodeState()
     if not cfg.tie_word_embeddings:
-      self.lm_head = dense(cfg.vocab_size, ("embed", "vocab"), cfg, stddev=1.0)
+      self.lm_head = dense(cfg.vocab_size, ("embed", "vocab"), cfg, stddev=cfg.d_model ** -0.5)
     if cfg.value_heads:
       self.heads = ValueHeads(cfg)
 

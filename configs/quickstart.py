@@ -1,0 +1,25 @@
+"""Quickstart: a tiny T5 trained with IQLearn on the embedded summarisation task.
+
+Runs in a few minutes on 2 CPU cores:
+  python -m irl_lm.main --config=configs/quickstart.py --workdir=/tmp/irl_lm_quickstart
+"""
+from irl_lm.training.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.model.size = "t5-tiny"
+  c.loss.name = "iqlearn"
+  c.data.task = "embedded_summarize"
+  c.data.inputs_length = 64
+  c.data.targets_length = 24
+  c.data.batch_size = 32
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.warmup_steps = 50
+  c.train.steps = 600
+  c.train.log_every = 50
+  c.train.eval_every = 200
+  c.train.checkpoint_every = 200
+  c.eval.num_examples = 64
+  c.eval.batch_size = 64
+  return c

@@ -1,0 +1,41 @@
+"""irl_lm data: seqio tasks, vocabularies, reward-labelled data and the batch iterator.
+
+Public API:
+  get_task(name) -> seqio.Task
+  register_paper_tasks(vocabulary_kind, vocabulary_path, tfds_data_dir=None) -> list[str]
+  register_embedded_tasks(data_seed=0) -> list[str]  (done on import)
+  register_jsonl_reward_task(name, paths, vocabulary, ...) -> seqio.Task
+  make_vocabulary(kind, path=None) -> seqio.Vocabulary
+  BatchIterator(task, split, model_kind, sequence_lengths, global_batch_size, ...)
+  eval_examples(task, split, ...), compute_metrics(task, examples, predictions)
+  shard_info_from_mesh(mesh) -> seqio.ShardInfo
+  score(prompt, response) -> float  (the embedded_ilql reward)
+"""
+import tensorflow as tf
+
+try:  # tf.data runs on the CPU; keep TensorFlow off accelerators that JAX owns.
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TensorFlow's devices were already initialised elsewhere.
+  pass
+
+# pylint: disable=wrong-import-position
+from irl_lm.data.embedded import score
+from irl_lm.data.feature_converters import (DecoderRewardFeatureConverter,
+                                            EncDecRewardFeatureConverter, get_feature_converter)
+from irl_lm.data.hosts import shard_info_from_mesh
+from irl_lm.data.jsonl import JsonlFormatError
+from irl_lm.data.paper_tasks import register_paper_tasks
+from irl_lm.data.pipeline import BatchIterator, compute_metrics, eval_examples
+from irl_lm.data.registry import get_task
+from irl_lm.data.tasks import register_embedded_tasks, register_jsonl_reward_task
+from irl_lm.data.tfds_source import DatasetNotPreparedError
+from irl_lm.data.vocabularies import make_vocabulary
+
+register_embedded_tasks()
+
+__all__ = [
+    "BatchIterator", "DatasetNotPreparedError", "DecoderRewardFeatureConverter",
+    "EncDecRewardFeatureConverter", "JsonlFormatError", "compute_metrics", "eval_examples",
+    "get_feature_converter", "get_task", "make_vocabulary", "register_embedded_tasks",
+    "register_jsonl_reward_task", "register_paper_tasks", "score", "shard_info_from_mesh",
+]

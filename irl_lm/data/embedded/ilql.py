@@ -1,0 +1,103 @@
+"""`embedded_ilql`: reward-labelled colour naming, logged by a suboptimal behaviour policy.
+
+Prompt: ``what color is each : sky , coal , lemon , pig ?`` (four objects out of 32).
+Response: ``sky is blue , coal is black , lemon is yellow , pig is pink .``
+
+Reward (`score`, defined for any text): the response is split into clauses at
+`,` and `.`; clause i earns a point when it reads ``<object i> is <a colour of
+object i>``. The reward is points / max(4, number of clauses), in [0, 1]: 1.0 only
+for four correct clauses in prompt order, and padding with extra clauses is
+penalised. It is given once per sequence, on the response's EOS.
+
+Behaviour policy (the logger): a 50/50 mixture of two half-specialists. One
+names the colours of objects 1-2 correctly with probability 0.8 and of objects
+3-4 with probability 0.1; the other is its mirror image. A wrong colour is drawn
+uniformly from the colours that are wrong for the object. Each clause is correct
+with probability 0.45, so the behaviour policy's mean reward is 0.45 (behaviour
+cloning imitates that), while the optimum is 1.0. Only 0.8^2 * 0.1^2 = 0.64% of
+logged responses are fully correct: optimal responses must stitch the correct
+halves of different logged responses, which offline RL (ILQL) can do and behaviour
+cloning cannot.
+"""
+import random
+import re
+
+COLORS_OF: dict[str, tuple[str, ...]] = {
+    "sky": ("blue",), "sea": ("blue",), "grass": ("green",), "leaf": ("green",),
+    "frog": ("green",), "snow": ("white",), "milk": ("white",), "cloud": ("white",),
+    "coal": ("black",), "night": ("black",), "crow": ("black",), "sun": ("yellow",),
+    "lemon": ("yellow",), "banana": ("yellow",), "corn": ("yellow",), "cherry": ("red",),
+    "tomato": ("red",), "blood": ("red",), "strawberry": ("red",), "carrot": ("orange",),
+    "pumpkin": ("orange",), "chocolate": ("brown",), "bear": ("brown",), "mud": ("brown",),
+    "flamingo": ("pink",), "pig": ("pink",), "elephant": ("gray",), "mouse": ("gray",),
+    "plum": ("purple",), "eggplant": ("purple",), "apple": ("red", "green"),
+    "grape": ("purple", "green"),
+}
+COLORS = ("red", "blue", "green", "yellow", "white", "black", "brown", "orange", "pink",
+          "gray", "purple")
+NUM_SLOTS = 4
+GOOD_HALF_ACCURACY = 0.8
+BAD_HALF_ACCURACY = 0.1
+BEHAVIOUR_MEAN_REWARD = (GOOD_HALF_ACCURACY + BAD_HALF_ACCURACY) / 2
+OPTIMAL_REWARD = 1.0
+WORDS = tuple(COLORS_OF) + COLORS + ("what", "color", "is", "each")
+
+_PROMPT_PREFIX = "what color is each :"
+_CLAUSE_SPLIT = re.compile(r"[,.]")
+
+
+def prompt_objects(prompt: str) -> list[str]:
+  """The objects a prompt asks about, in order (empty if it is not a colour prompt)."""
+  if ":" not in prompt:
+    return []
+  body = prompt.split(":", 1)[1].replace("?", " ")
+  return [part.strip() for part in body.split(",") if part.strip()]
+
+
+def score(prompt: str, response: str) -> float:
+  """Reward in [0, 1] of `response` to `prompt`; see the module docstring."""
+  objects = prompt_objects(prompt)
+  if not objects:
+    return 0.0
+  clauses = [c.split() for c in _CLAUSE_SPLIT.split(response.lower()) if c.strip()]
+  points = sum(
+      1 for obj, clause in zip(objects, clauses)
+      if len(clause) == 3 and clause[0] == obj and clause[1] == "is"
+      and clause[2] in COLORS_OF.get(obj, ()))
+  return points / max(len(objects), len(clauses))
+
+
+def optimal_response(prompt: str) -> str:
+  """A reward-1.0 response (first listed colour of each object)."""
+  return " , ".join(f"{o} is {COLORS_OF[o][0]}" for o in prompt_objects(prompt)) + " ."
+
+
+def behaviour_response(rng: random.Random, objects: list[str]) -> str:
+  """One response from the logged behaviour policy (the half-specialist mixture)."""
+  first_half_good = rng.random() < 0.5
+  clauses = []
+  for i, obj in enumerate(objects):
+    good = (i < NUM_SLOTS // 2) == first_half_good
+    accuracy = GOOD_HALF_ACCURACY if good else BAD_HALF_ACCURACY
+    if rng.random() < accuracy:
+      color = rng.choice(COLORS_OF[obj])
+    else:
+      color = rng.choice([c for c in COLORS if c not in COLORS_OF[obj]])
+    clauses.append(f"{obj} is {color}")
+  return " , ".join(clauses) + " ."
+
+
+def make_example(rng: random.Random) -> dict[str, str | float]:
+  """One logged row: {"inputs": prompt, "targets": response, "reward": score}."""
+  objects = rng.sample(sorted(COLORS_OF), NUM_SLOTS)
+  prompt = f"{_PROMPT_PREFIX} {' , '.join(objects)} ?"
+  response = behaviour_response(rng, objects)
+  return {"inputs": prompt, "targets": response, "reward": score(prompt, response)}
+
+
+def reward_metric(targets: list[str], predictions: list[str]) -> dict[str, float]:
+  """seqio metric: mean `score` of predictions; `targets` are the prompts (`prompt_as_target`)."""
+  if len(targets) != len(predictions):
+    raise ValueError(f"{len(targets)} prompts but {len(predictions)} predictions")
+  total = sum(score(p, r) for p, r in zip(targets, predictions))
+  return {"reward": total / len(targets) if targets else 0.0}

@@ -1,0 +1,162 @@
+"""seqio feature converters that carry per-token rewards and action weights into model batches.
+
+Task features: "inputs", "targets" (int32), "rewards" (float32) and "weights"
+(int32), the last two aligned with "targets" (see `preprocessors.tokenize_and_label`;
+tasks without them get rewards 0 and weights 1 on every target token).
+
+Encoder-decoder (`EncDecRewardFeatureConverter`): encoder_input_tokens,
+decoder_input_tokens, decoder_target_tokens, decoder_loss_weights, decoder_rewards,
+plus encoder/decoder segment ids and positions when packing.
+
+Decoder-only (`DecoderRewardFeatureConverter`): each example is the prompt followed
+by the response, ``targets = inputs ++ targets`` (the prompt keeps its EOS as a
+separator); decoder_input_tokens is that shifted right with 0 first;
+decoder_loss_weights is 0 on the prompt; decoder_rewards, decoder_segment_ids and
+decoder_positions are always present (segment 0 marks padding).
+
+Padding is id 0 / weight 0 / reward 0 everywhere.
+"""
+from collections.abc import Mapping
+
+import seqio
+import tensorflow as tf
+
+from irl_lm.data.packing import pack_dataset, pad_dataset
+
+Spec = seqio.FeatureConverter.FeatureSpec
+AUTOTUNE = tf.data.AUTOTUNE
+_LABELS = ("targets", "rewards", "weights")
+_TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32),
+                  "rewards": Spec(dtype=tf.float32), "weights": Spec(dtype=tf.int32)}
+
+
+def add_default_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """Adds rewards (0.0) and weights (1) per target token to examples that lack them."""
+  spec = ds.element_spec
+  if "rewards" in spec and "weights" in spec:
+    return ds
+
+  def add(ex):
+    ex = dict(ex)
+    ex.setdefault("rewards", tf.zeros(tf.shape(ex["targets"]), tf.float32))
+    ex.setdefault("weights", tf.ones(tf.shape(ex["targets"]), tf.int32))
+    return ex
+  return ds.map(add, num_parallel_calls=AUTOTUNE)
+
+
+class _RewardFeatureConverter(seqio.FeatureConverter):
+  """Shared `__call__`: accepts {"inputs": N, "targets": M} and fills in the label lengths."""
+
+  TASK_FEATURES = _TASK_FEATURES
+
+  def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    lengths = dict(task_feature_lengths)
+    lengths.setdefault("rewards", lengths["targets"])
+    lengths.setdefault("weights", lengths["targets"])
+    return super().__call__(add_default_labels(ds), lengths)
+
+  def _rows(self, ds: tf.data.Dataset, groups, lengths) -> tf.data.Dataset:
+    return (pack_dataset if self.pack else pad_dataset)(ds, groups, lengths)
+
+
+class EncDecRewardFeatureConverter(_RewardFeatureConverter):
+  """Encoder-decoder (T5) batches with decoder_rewards; see the module docstring."""
+
+  MODEL_FEATURES = {
+      "encoder_input_tokens": Spec(dtype=tf.int32),
+      "decoder_target_tokens": Spec(dtype=tf.int32),
+      "decoder_input_tokens": Spec(dtype=tf.int32),
+      "decoder_loss_weights": Spec(dtype=tf.int32),
+      "decoder_rewards": Spec(dtype=tf.float32),
+  }
+  PACKING_FEATURE_DTYPES = {
+      "encoder_segment_ids": tf.int32, "decoder_segment_ids": tf.int32,
+      "encoder_positions": tf.int32, "decoder_positions": tf.int32,
+  }
+
+  def _convert_features(self, ds: tf.data.Dataset,
+                        task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    groups = {"inputs": ("inputs",), "targets": _LABELS}
+    ds = self._rows(ds, groups, {k: task_feature_lengths[k] for k in groups})
+
+    def convert(ex):
+      out = {
+          "encoder_input_tokens": ex["inputs"],
+          "decoder_target_tokens": ex["targets"],
+          "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
+              ex["targets"], sequence_id=ex["targets_segment_ids"], bos_id=self.bos_id),
+          "decoder_loss_weights": ex["weights"],
+          "decoder_rewards": ex["rewards"],
+      }
+      if self.pack:
+        out.update(encoder_segment_ids=ex["inputs_segment_ids"],
+                   encoder_positions=ex["inputs_positions"],
+                   decoder_segment_ids=ex["targets_segment_ids"],
+                   decoder_positions=ex["targets_positions"])
+      return out
+
+    return ds.map(convert, num_parallel_calls=AUTOTUNE)
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    n, m = task_feature_lengths["inputs"], task_feature_lengths["targets"]
+    lengths = {"encoder_input_tokens": n, "decoder_target_tokens": m, "decoder_input_tokens": m,
+               "decoder_loss_weights": m, "decoder_rewards": m}
+    if self.pack:
+      lengths.update(encoder_segment_ids=n, encoder_positions=n, decoder_segment_ids=m,
+                     decoder_positions=m)
+    return lengths
+
+
+class DecoderRewardFeatureConverter(_RewardFeatureConverter):
+  """Decoder-only (GPT-2/Llama) batches of prompt ++ response; see the module docstring."""
+
+  MODEL_FEATURES = {
+      "decoder_target_tokens": Spec(dtype=tf.int32),
+      "decoder_input_tokens": Spec(dtype=tf.int32),
+      "decoder_loss_weights": Spec(dtype=tf.int32),
+      "decoder_rewards": Spec(dtype=tf.float32),
+      "decoder_segment_ids": Spec(dtype=tf.int32),
+      "decoder_positions": Spec(dtype=tf.int32),
+  }
+  PACKING_FEATURE_DTYPES = {}
+
+  def _convert_features(self, ds: tf.data.Dataset,
+                        task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    def concat(ex):
+      prompt = tf.size(ex["inputs"])
+      return {"targets": tf.concat([ex["inputs"], ex["targets"]], 0),
+              "rewards": tf.concat([tf.zeros([prompt]), ex["rewards"]], 0),
+              "weights": tf.concat([tf.zeros([prompt], tf.int32), ex["weights"]], 0)}
+
+    length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
+    ds = self._rows(ds.map(concat, num_parallel_calls=AUTOTUNE), {"targets": _LABELS},
+                    {"targets": length})
+
+    def convert(ex):
+      return {
+          "decoder_target_tokens": ex["targets"],
+          "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
+              ex["targets"], sequence_id=ex["targets_segment_ids"], bos_id=self.bos_id),
+          "decoder_loss_weights": ex["weights"],
+          "decoder_rewards": ex["rewards"],
+          "decoder_segment_ids": ex["targets_segment_ids"],
+          "decoder_positions": ex["targets_positions"],
+      }
+
+    return ds.map(convert, num_parallel_calls=AUTOTUNE)
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
+    return {k: length for k in self.MODEL_FEATURES}
+
+
+MODEL_KINDS = ("encdec", "decoder")
+
+
+def get_feature_converter(model_kind: str, pack: bool = False) -> _RewardFeatureConverter:
+  """The converter for "encdec" (T5) or "decoder" (GPT-2/Llama) models."""
+  if model_kind == "encdec":
+    return EncDecRewardFeatureConverter(pack=pack)
+  if model_kind == "decoder":
+    return DecoderRewardFeatureConverter(pack=pack)
+  raise ValueError(f"Unknown model kind {model_kind!r}; choose from {MODEL_KINDS}")

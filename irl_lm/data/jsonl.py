@@ -1,0 +1,167 @@
+"""Reward-labelled JSONL: parsing with file:line errors, and a seqio source.
+
+One JSON object per line, either
+
+* single-turn: ``{"prompt": str, "response": str, "reward": number}``, or
+* multi-turn: ``{"turns": [{"text": str, "is_action": bool, "reward": number (optional)}, ...]}``.
+
+A multi-turn row's leading non-action turns form the prompt ("inputs"); the rest
+(actions and the environment turns between them) form "targets". A reward on an
+environment turn is credited to the action turn before it (the environment reports
+what the last action earned). Blank lines are ignored.
+"""
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from irl_lm.data.sources import InMemorySource
+
+
+class JsonlFormatError(ValueError):
+  """A malformed reward-labelled JSONL line; the message starts with ``path:line:``."""
+
+
+Turn = tuple[str, bool, float]
+
+
+def _reward(value: Any, where: str) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f"{where} must be a number, got {value!r}")
+  if not math.isfinite(value):
+    raise ValueError(f"{where} must be finite, got {value!r}")
+  return float(value)
+
+
+def _text(row: Mapping[str, Any], key: str, where: str = "") -> str:
+  if key not in row:
+    raise ValueError(f"missing field {where}{key!r}")
+  if not isinstance(row[key], str):
+    raise ValueError(f"field {where}{key!r} must be a string, got {row[key]!r}")
+  return row[key]
+
+
+def _single_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
+  prompt = _text(row, "prompt")
+  response = _text(row, "response")
+  if "reward" not in row:
+    raise ValueError("missing field 'reward'")
+  reward = _reward(row["reward"], "field 'reward'")
+  if not response.strip():
+    raise ValueError("empty 'response'")
+  return prompt, [(response, True, reward)]
+
+
+def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
+  turns = row["turns"]
+  if not isinstance(turns, list) or not turns:
+    raise ValueError("field 'turns' must be a non-empty list")
+  parsed: list[Turn] = []
+  for i, turn in enumerate(turns):
+    where = f"turns[{i}]."
+    if not isinstance(turn, dict):
+      raise ValueError(f"turns[{i}] must be an object, got {turn!r}")
+    text = _text(turn, "text", where)
+    if "is_action" not in turn:
+      raise ValueError(f"missing field {where}'is_action'")
+    if not isinstance(turn["is_action"], bool):
+      raise ValueError(f"field {where}'is_action' must be true or false, got {turn['is_action']!r}")
+    reward = turn.get("reward")
+    reward = 0.0 if reward is None else _reward(reward, f"field {where}'reward'")
+    if turn["is_action"] and not text.strip():
+      raise ValueError(f"empty action text in turns[{i}]")
+    parsed.append((text, turn["is_action"], reward))
+  first_action = next((i for i, t in enumerate(parsed) if t[1]), None)
+  if first_action is None:
+    raise ValueError("no turn has is_action true")
+  if any(r != 0.0 for _, _, r in parsed[:first_action]):
+    raise ValueError("a reward on a turn before the first action")
+  prompt = "".join(t for t, _, _ in parsed[:first_action])
+  folded: list[Turn] = []
+  last_action = None
+  for text, is_action, reward in parsed[first_action:]:
+    if is_action:
+      last_action = len(folded)
+      folded.append((text, True, reward))
+    else:
+      folded.append((text, False, 0.0))
+      a_text, _, a_reward = folded[last_action]
+      folded[last_action] = (a_text, True, a_reward + reward)
+  return prompt, folded
+
+
+def parse_line(line: str) -> tuple[str, list[Turn]]:
+  """(prompt, [(text, is_action, reward), ...]) of one JSONL line; ValueError if malformed."""
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+  if not isinstance(row, dict):
+    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+  if "turns" in row:
+    return _multi_turn(row)
+  return _single_turn(row)
+
+
+def read_jsonl(path: str, skip_invalid: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+  """Columns for `InMemorySource` from a reward-labelled JSONL file, and the skip messages.
+
+  A malformed line raises `JsonlFormatError` ("path:line: what is wrong"); with
+  `skip_invalid` it is skipped and its message returned in the list instead.
+  """
+  rows: list[tuple[str, list[Turn]]] = []
+  skipped: list[str] = []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        rows.append(parse_line(line))
+      except ValueError as e:
+        message = f"{path}:{lineno}: {e}"
+        if not skip_invalid:
+          raise JsonlFormatError(message) from None
+        skipped.append(message)
+  if skipped:
+    logging.warning("Skipped %d malformed line(s) in %s; first: %s", len(skipped), path, skipped[0])
+  if not rows:
+    raise JsonlFormatError(f"{path}: no valid rows")
+  return _to_columns(rows), skipped
+
+
+def _to_columns(rows: list[tuple[str, list[Turn]]]) -> dict[str, np.ndarray]:
+  width = max(len(turns) for _, turns in rows)
+  texts = np.full((len(rows), width), "", dtype=object)
+  is_action = np.zeros((len(rows), width), np.int32)
+  rewards = np.zeros((len(rows), width), np.float32)
+  for r, (_, turns) in enumerate(rows):
+    for t, (text, action, reward) in enumerate(turns):
+      texts[r, t], is_action[r, t], rewards[r, t] = text, action, reward
+  return {
+      "inputs": np.array([p for p, _ in rows], dtype=object),
+      "targets": np.array(["".join(t for t, _, _ in turns) for _, turns in rows], dtype=object),
+      "turn_texts": texts, "turn_is_action": is_action, "turn_rewards": rewards,
+      "num_turns": np.array([len(turns) for _, turns in rows], np.int32),
+  }
+
+
+class JsonlRewardSource(InMemorySource):
+  """A seqio source over reward-labelled JSONL files, one per split."""
+
+  def __init__(self, split_to_path: Mapping[str, str], skip_invalid: bool = False):
+    self.split_to_path = dict(split_to_path)
+    self.skip_invalid = skip_invalid
+    self.skipped: dict[str, list[str]] = {}
+    super().__init__(self._load, splits=tuple(self.split_to_path))
+
+  def _load(self, split: str) -> dict[str, np.ndarray]:
+    columns, self.skipped[split] = read_jsonl(self.split_to_path[split], self.skip_invalid)
+    return columns
+
+  def num_skipped(self, split: str) -> int:
+    """How many malformed lines of `split` were skipped (loads the split)."""
+    self.columns(split)
+    return len(self.skipped[split])

@@ -1,0 +1,187 @@
+"""Vocabularies: SentencePiece (T5), a Hugging Face tokenizer.json (GPT-2/Llama), embedded words.
+
+All follow seqio's convention that id 0 is padding. For byte-level BPE files id 0
+is a real token (GPT-2's "!"): the pipeline never infers padding from token
+values, and decoding stops at EOS (every row the pipeline makes ends its text with
+EOS), so decode up to EOS rather than stripping 0s.
+"""
+import functools
+import os
+
+import numpy as np
+import seqio
+import tensorflow as tf
+import tokenizers
+
+from irl_lm.data import embedded
+from irl_lm.data.embedded.tokens import join_tokens, split_tokens
+
+VOCABULARY_KINDS = ("sentencepiece", "hf_tokenizer", "embedded")
+_EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
+_TF_TOKEN_RE = r"(####|[0-9]|[^\sa-z0-9#]|#)"  # RE2 twin of embedded.tokens.TOKEN_RE
+_MAX_DIGIT_MERGES = 5  # joins numbers of up to 32 digits when decoding in TF
+
+
+class EmbeddedVocabulary(seqio.Vocabulary):
+  """Word-level vocabulary of the embedded tasks: pad 0, eos 1, unk 2, then digits, punctuation, words."""
+
+  def __init__(self):
+    super().__init__(extra_ids=0)
+    self.tokens = embedded.vocabulary_tokens()
+    self._ids = {t: i for i, t in enumerate(self.tokens)}
+    self._table = None
+
+  @property
+  def eos_id(self) -> int:
+    return 1
+
+  @property
+  def unk_id(self) -> int:
+    return 2
+
+  @property
+  def bos_id(self) -> None:
+    return None
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return len(self.tokens)
+
+  def _encode(self, s: str) -> list[int]:
+    return [self._ids.get(t, self.unk_id) for t in split_tokens(s)]
+
+  def _decode(self, ids) -> str:
+    words = [self.tokens[i] for i in ids if i not in (self.pad_id, self.eos_id)]
+    return join_tokens(words)
+
+  def _lookup_table(self) -> tf.lookup.StaticHashTable:
+    if self._table is None:
+      with tf.init_scope():  # created eagerly even when first used inside a tf.function
+        init = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.tokens), tf.range(len(self.tokens), dtype=tf.int32))
+        self._table = tf.lookup.StaticHashTable(init, default_value=self.unk_id)
+    return self._table
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor | tf.RaggedTensor:
+    spaced = tf.strings.regex_replace(tf.strings.lower(s, encoding="utf-8"), _TF_TOKEN_RE, r" \1 ")
+    pieces = tf.strings.split(spaced)
+    table = self._lookup_table()
+    if isinstance(pieces, tf.RaggedTensor):
+      return tf.ragged.map_flat_values(table.lookup, pieces)
+    return table.lookup(pieces)
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    ids = tf.convert_to_tensor(ids)
+    keep = tf.logical_and(tf.not_equal(ids, self.pad_id), tf.not_equal(ids, self.eos_id))
+    words = tf.gather(tf.constant(self.tokens), tf.ragged.boolean_mask(ids, keep))
+    text = tf.strings.reduce_join(words, axis=-1, separator=" ")
+    for _ in range(_MAX_DIGIT_MERGES):
+      text = tf.strings.regex_replace(text, r"([0-9]) ([0-9])", r"\1\2")
+    return text
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, EmbeddedVocabulary) and self.tokens == other.tokens
+
+  def __hash__(self) -> int:
+    return hash(self.tokens)
+
+
+class HfTokenizerVocabulary(seqio.Vocabulary):
+  """A seqio.Vocabulary around a local Hugging Face `tokenizer.json` (no special tokens added).
+
+  `eos_token` defaults to the first of <|endoftext|>, </s>, <|end_of_text|>, <eos>
+  that the file defines.
+  """
+
+  def __init__(self, path: str, eos_token: str | None = None):
+    super().__init__(extra_ids=0)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"Hugging Face tokenizer file not found: {path}")
+    self.path = path
+    self._tokenizer = tokenizers.Tokenizer.from_file(path)
+    candidates = (eos_token,) if eos_token else _EOS_CANDIDATES
+    ids = [self._tokenizer.token_to_id(t) for t in candidates]
+    found = [i for i in ids if i is not None]
+    if not found:
+      raise ValueError(f"{path}: no EOS token among {candidates}; pass eos_token=")
+    self._eos_id = found[0]
+    self._unk_id = self._tokenizer.token_to_id("<unk>")
+
+  @property
+  def eos_id(self) -> int:
+    return self._eos_id
+
+  @property
+  def unk_id(self) -> int | None:
+    return self._unk_id
+
+  @property
+  def bos_id(self) -> None:
+    return None
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+  def _encode(self, s: str) -> list[int]:
+    return self._tokenizer.encode(s, add_special_tokens=False).ids
+
+  def _decode(self, ids) -> str:
+    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor | tf.RaggedTensor:
+    s = tf.convert_to_tensor(s)
+
+    def encode_batch(texts):
+      encoded = self._tokenizer.encode_batch(
+          [t.decode("utf-8") for t in texts.numpy()], add_special_tokens=False)
+      flat = np.array([i for e in encoded for i in e.ids], dtype=np.int32)
+      return flat, np.array([len(e.ids) for e in encoded], dtype=np.int64)
+
+    flat, lengths = tf.py_function(encode_batch, [tf.reshape(s, [-1])], [tf.int32, tf.int64])
+    flat.set_shape([None])
+    lengths.set_shape([None])
+    if s.shape.rank == 0:
+      return flat
+    return tf.RaggedTensor.from_row_lengths(flat, lengths)
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    ids = tf.convert_to_tensor(ids)
+
+    def decode_batch(batch):
+      rows = batch.numpy().reshape(-1, batch.shape[-1])
+      return np.array([self.decode(r) for r in rows], dtype=object)
+
+    text = tf.py_function(decode_batch, [ids], tf.string)
+    return tf.reshape(text, tf.shape(ids)[:-1])
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, HfTokenizerVocabulary) and (self.path, self.eos_id) == (
+        other.path, other.eos_id)
+
+  def __hash__(self) -> int:
+    return hash((self.path, self.eos_id))
+
+
+@functools.lru_cache(maxsize=None)
+def make_vocabulary(kind: str, path: str | None = None) -> seqio.Vocabulary:
+  """A vocabulary of `kind` ("sentencepiece", "hf_tokenizer" or "embedded").
+
+  `path` is a local SentencePiece `.model` file or a Hugging Face `tokenizer.json`
+  (or a directory holding one); "embedded" takes no path. Nothing is downloaded.
+  """
+  if kind == "embedded":
+    if path:
+      raise ValueError("The embedded vocabulary is built in; it takes no path")
+    return EmbeddedVocabulary()
+  if kind not in VOCABULARY_KINDS:
+    raise ValueError(f"Unknown vocabulary kind {kind!r}; choose from {VOCABULARY_KINDS}")
+  if not path:
+    raise ValueError(f"Vocabulary kind {kind!r} needs a local file path")
+  if kind == "hf_tokenizer":
+    if os.path.isdir(path):
+      path = os.path.join(path, "tokenizer.json")
+    return HfTokenizerVocabulary(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"SentencePiece model not found: {path}")
+  return seqio.SentencePieceVocabulary(path)

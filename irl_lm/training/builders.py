@@ -1,0 +1,76 @@
+"""Config -> objects: the task, the model config, the mesh and the starting parameters."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jax
+import ml_collections
+import seqio
+from jax.sharding import Mesh
+
+from irl_lm import data
+from irl_lm import sharding as shd
+from irl_lm.models import ModelConfig, from_pretrained, preset
+
+
+def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
+  """The seqio task of ``config.data``, registering the paper tasks when configured."""
+  d = config.data
+  if d.vocabulary:
+    data.register_paper_tasks(d.vocabulary, d.vocabulary_path, tfds_data_dir=d.tfds_data_dir or None)
+  try:
+    return data.get_task(d.task)
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"config.data.task={d.task!r}: {e}") from None
+
+
+def vocabulary(task: seqio.Task) -> seqio.Vocabulary:
+  return task.output_features["targets"].vocabulary
+
+
+def model_kind(cfg: ModelConfig) -> str:
+  return "encdec" if cfg.is_encoder_decoder else "decoder"
+
+
+def model_config(config: ml_collections.ConfigDict, task: seqio.Task) -> ModelConfig:
+  """The ``ModelConfig`` of a run started from scratch.
+
+  ``model.vocab_size=0`` takes the task vocabulary's size rounded up to a
+  multiple of 128 (so the vocab axis shards evenly).
+  """
+  m = config.model
+  vocab = vocabulary(task)
+  size = m.vocab_size or -(-vocab.vocab_size // 128) * 128
+  if size < vocab.vocab_size:
+    raise ValueError(f"config.model.vocab_size={size} is smaller than the task vocabulary "
+                     f"({vocab.vocab_size})")
+  return preset(m.size, vocab_size=size, value_heads=m.value_heads, dtype=m.dtype,
+                remat=m.remat, scan_layers=m.scan_layers, dropout_rate=m.dropout_rate,
+                eos_id=vocab.eos_id, pad_id=0)
+
+
+def initial_model(config: ml_collections.ConfigDict, task: seqio.Task, mesh: Mesh
+                  ) -> tuple[ModelConfig, Any | None]:
+  """(model config, starting params or None for a random init)."""
+  m = config.model
+  if not m.init_from:
+    return model_config(config, task), None
+  model, params = from_pretrained(
+      m.init_from, value_heads=m.value_heads, dtype=m.dtype, mesh=mesh, rules=config.mesh.rules,
+      rng=jax.random.PRNGKey(config.seed), remat=m.remat, scan_layers=m.scan_layers,
+      dropout_rate=m.dropout_rate)
+  vocab = vocabulary(task)
+  if model.cfg.vocab_size < vocab.vocab_size:
+    raise ValueError(f"config.model.init_from={m.init_from!r} has vocab_size "
+                     f"{model.cfg.vocab_size}, smaller than the task vocabulary "
+                     f"({vocab.vocab_size})")
+  logging.info("Starting from %s", m.init_from)
+  return model.cfg, params
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  try:
+    return shd.make_mesh(tuple(config.mesh.shape))
+  except ValueError as e:
+    raise ValueError(f"config.mesh.shape: {e}") from None

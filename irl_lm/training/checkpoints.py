@@ -1,0 +1,91 @@
+"""Orbax checkpoints of the train state and the data-iterator position."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+CONFIG_FILE = "config.json"
+
+
+def _abstract(abstract_state: Any, shardings: Any) -> Any:
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_state, shardings)
+
+
+class Checkpointer:
+  """Async, sharded checkpoints under ``WORKDIR/checkpoints``.
+
+  Keeps the last ``train.keep_checkpoints`` and, with ``train.best_metric``,
+  also the best one by that eval metric. Each checkpoint holds the ``state``
+  pytree and the ``data`` iterator position (JSON).
+  """
+
+  def __init__(self, workdir: str, train: ml_collections.ConfigDict):
+    policies: list[Any] = [pp.LatestN(train.keep_checkpoints)]
+    if train.best_metric:
+      key = train.best_metric
+      policies.append(pp.BestN(get_metric_fn=lambda m: m[key], reverse=train.best_mode == "min",
+                               n=1, keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=train.async_checkpoints,
+        preservation_policy=pp.AnyPreservationPolicy(policies))
+    self.directory = os.path.join(workdir, "checkpoints")
+    self._mngr = ocp.CheckpointManager(self.directory, options=options,
+                                       item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._mngr.all_steps())
+
+  def save(self, step: int, state: Any, data_state: dict[str, Any],
+           metrics: dict[str, float] | None = None) -> None:
+    """Starts an async save (returns before the files are complete)."""
+    self._mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
+        metrics=metrics, force=True)
+
+  def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict[str, Any]]:
+    """(state placed into ``shardings``, data-iterator position) of ``step``.
+
+    ``shardings`` may describe a different mesh than the one that saved.
+    """
+    out = self._mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(abstract_state, shardings)),
+        data=ocp.args.JsonRestore()))
+    return out.state, out.data
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Records the run's config as ``WORKDIR/config.json`` (process 0)."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with."""
+  fn = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(fn):
+    raise FileNotFoundError(f"{workdir}: no {CONFIG_FILE}; is this an irl_lm workdir?")
+  with open(fn) as f:
+    raw = json.load(f)
+  raw["mesh"]["shape"] = tuple(raw["mesh"]["shape"])
+  raw["mesh"]["rules"] = tuple((k, tuple(v) if isinstance(v, list) else v)
+                               for k, v in raw["mesh"]["rules"])
+  return ml_collections.ConfigDict(raw)

@@ -1,0 +1,169 @@
+"""The base training config: every key a run can set, with its default.
+
+Config files in ``configs/`` start from ``base_config()`` and change what they
+need; ``validate`` rejects unknown keys, wrong types and incompatible options
+before anything compiles.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from irl_lm import sharding as shd
+from irl_lm.decoding.config import default_config as decoding_config
+from irl_lm.models.config import PRESETS
+
+LOSSES = ("mle", "iqlearn", "ilql")
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("constant", "cosine", "linear")
+ACCUM_MODES = ("microbatch", "multisteps")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults for every config key (see README, "Configuration")."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = dict(
+      size="t5-small",  # a name from irl_lm.models.PRESETS: t5-tiny ... t5-xl, llama-3b, ...
+      init_from="",  # Hugging Face checkpoint directory to start from
+      vocab_size=0,  # 0: the preset's (or, with embedded data, the data vocabulary's)
+      value_heads=False,  # ILQL Q1/Q2/V heads
+      dtype="float32",  # compute dtype; parameters stay float32
+      remat="none",  # none | full | save_dots
+      scan_layers=False,
+      dropout_rate=0.0,
+  )
+  c.loss = dict(
+      name="iqlearn",
+      iqlearn=dict(lam=0.1, lam_warmup_steps=0, gamma=1.0, stop_grad_next=False),
+      ilql=dict(tau=0.7, gamma=0.99, cql_weight=0.1, awac_weight=1.0, awac_beta=0.0,
+                awac_clip=1e4, polyak_rate=0.005, polyak_every=1),
+  )
+  c.data = dict(
+      task="embedded_summarize",
+      vocabulary="",  # "", or sentencepiece | hf_tokenizer for the paper tasks
+      vocabulary_path="",
+      tfds_data_dir="",
+      inputs_length=64,
+      targets_length=32,
+      batch_size=32,  # global, over all hosts
+      pack=False,
+      train_split="train",
+      eval_split="validation",
+  )
+  c.optimizer = dict(
+      name="adamw",
+      learning_rate=1e-3,
+      schedule="cosine",  # constant | cosine | linear (after warm-up)
+      warmup_steps=100,
+      end_learning_rate_factor=0.1,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.01,
+      decay_embeddings=False,  # apply weight decay to embeddings and the LM head
+      grad_clip_norm=1.0,  # 0 disables clipping
+      grad_accum_steps=1,
+      grad_accum_mode="microbatch",  # microbatch (in one step) | multisteps (optax.MultiSteps)
+  )
+  c.train = dict(
+      steps=1000,
+      log_every=50,
+      eval_every=500,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+      best_metric="",  # e.g. "eval/rougeL": also keep the best checkpoint by this metric
+      best_mode="max",
+      max_nonfinite_steps=5,  # stop after this many non-finite steps in a row
+      peak_flops_per_device=0.0,  # 0: measured with a large matmul at start-up
+      async_checkpoints=True,
+  )
+  c.eval = dict(
+      num_examples=256,
+      batch_size=64,
+      generate=True,  # decode and compute the task's metrics
+  )
+  c.decoding = decoding_config()  # eval decoding; max_new_tokens 0 = data.targets_length
+  c.decoding.max_new_tokens = 0
+  c.mesh = dict(
+      shape=(-1, 1, 1),  # (data, fsdp, tensor); one -1 is filled from the device count
+      rules=tuple((k, v) for k, v in shd.DEFAULT_RULES),
+  )
+  c.distributed = dict(
+      coordinator_address="",  # host:port; empty = auto-detect (TPU pod, SLURM) or single process
+      num_processes=0,
+      process_id=-1,
+  )
+  return c
+
+
+def _walk(d: Any, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, (ml_collections.ConfigDict, dict)):
+      out.update(_walk(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _type_ok(want: Any, got: Any) -> bool:
+  if want is None or got is None:
+    return True
+  if isinstance(want, bool) or isinstance(got, bool):
+    return isinstance(want, bool) == isinstance(got, bool)
+  if isinstance(want, float):
+    return isinstance(got, (int, float))
+  if isinstance(want, (tuple, list)):
+    return isinstance(got, (tuple, list))
+  return isinstance(got, type(want))
+
+
+def _check_choice(flat: dict[str, Any], key: str, choices: Any) -> None:
+  if flat[key] not in choices:
+    raise ValueError(f"config.{key}={flat[key]!r}: expected one of {sorted(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key for unknown keys, bad types and bad combinations."""
+  base, flat = _walk(base_config()), _walk(config)
+  for key in flat:
+    if key not in base:
+      raise ValueError(f"unknown config key 'config.{key}'")
+  for key, want in base.items():
+    if key not in flat:
+      raise ValueError(f"config.{key} is missing")
+    if not _type_ok(want, flat[key]):
+      raise ValueError(f"config.{key}={flat[key]!r} has type {type(flat[key]).__name__}, "
+                       f"expected {type(want).__name__}")
+  _check_choice(flat, "model.size", PRESETS)
+  _check_choice(flat, "loss.name", LOSSES)
+  _check_choice(flat, "optimizer.name", OPTIMIZERS)
+  _check_choice(flat, "optimizer.schedule", SCHEDULES)
+  _check_choice(flat, "optimizer.grad_accum_mode", ACCUM_MODES)
+  _check_choice(flat, "train.best_mode", ("max", "min"))
+  _check_choice(flat, "decoding.method", ("greedy", "sample", "beam"))
+  if flat["loss.name"] == "ilql" and not flat["model.value_heads"]:
+    raise ValueError("config.loss.name='ilql' needs config.model.value_heads=True")
+  for key in ("train.steps", "data.batch_size", "train.log_every", "train.eval_every",
+              "train.checkpoint_every", "optimizer.grad_accum_steps", "eval.batch_size"):
+    if flat[key] <= 0:
+      raise ValueError(f"config.{key}={flat[key]} must be positive")
+  if flat["data.batch_size"] % flat["optimizer.grad_accum_steps"]:
+    raise ValueError(f"config.data.batch_size={flat['data.batch_size']} is not divisible by "
+                     f"config.optimizer.grad_accum_steps={flat['optimizer.grad_accum_steps']}")
+  if len(flat["mesh.shape"]) != 3:
+    raise ValueError(f"config.mesh.shape={tuple(flat['mesh.shape'])}: expected 3 entries "
+                     "(data, fsdp, tensor)")
+  if not 0.0 <= flat["loss.ilql.tau"] <= 1.0:
+    raise ValueError(f"config.loss.ilql.tau={flat['loss.ilql.tau']} must be in [0, 1]")
+  if not 0.0 < flat["loss.ilql.polyak_rate"] <= 1.0:
+    raise ValueError(f"config.loss.ilql.polyak_rate={flat['loss.ilql.polyak_rate']} must be "
+                     "in (0, 1]")
+  if flat["loss.iqlearn.lam"] < 0:
+    raise ValueError(f"config.loss.iqlearn.lam={flat['loss.iqlearn.lam']} must be >= 0")
+  if flat["data.vocabulary"] and not flat["data.vocabulary_path"]:
+    raise ValueError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
+                     "config.data.vocabulary_path")

@@ -1,0 +1,83 @@
+"""TensorBoard scalars, a console progress line with ETA, a summary table and a plot."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+import jax
+import numpy as np
+
+
+class MetricsLog:
+  """Writes scalars to ``WORKDIR/tensorboard`` and keeps their history (process 0 writes)."""
+
+  def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
+    self.workdir = workdir
+    self.total_steps = total_steps
+    self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    self._writer = None
+    self._t0, self._s0 = time.time(), start_step
+    if jax.process_index() == 0:
+      import tensorflow as tf
+      self._tf = tf
+      self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: dict[str, Any]) -> None:
+    """Records ``scalars`` (names like ``train/loss``, ``eval/rougeL``) at ``step``."""
+    clean = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    for k, v in clean.items():
+      self.history[k].append((step, v))
+    if self._writer is not None:
+      with self._writer.as_default(step=step):
+        for k, v in clean.items():
+          self._tf.summary.scalar(k, v)
+      self._writer.flush()
+
+  def progress(self, step: int, scalars: dict[str, Any]) -> str:
+    """One console line: step, key metrics, throughput and ETA."""
+    done = step - self._s0
+    rate = done / max(time.time() - self._t0, 1e-9)
+    eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
+    shown = " | ".join(f"{k.split('/', 1)[-1]} {float(np.asarray(v)):.4g}"
+                       for k, v in scalars.items())
+    line = f"step {step}/{self.total_steps} | {shown} | ETA {_duration(eta)}"
+    logging.info(line)
+    return line
+
+  def summary_table(self) -> str:
+    """First and last value of every scalar, as a fixed-width table."""
+    rows = [("metric", "first", "last", "steps")]
+    for k in sorted(self.history):
+      h = self.history[k]
+      rows.append((k, f"{h[0][1]:.5g}", f"{h[-1][1]:.5g}", f"{h[0][0]}-{h[-1][0]}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+  def plot(self, path: str, keys: list[str]) -> None:
+    """Plots the named scalars against step into a PNG (one panel each)."""
+    keys = [k for k in keys if self.history.get(k)]
+    if jax.process_index() != 0 or not keys:
+      return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+      steps, vals = zip(*self.history[k])
+      ax.plot(steps, vals, marker="." if len(steps) < 30 else None)
+      ax.set_title(k)
+      ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _duration(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return "?"
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,89 @@
+"""The train state (one pytree) and its shardings on the mesh."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from irl_lm import sharding as shd
+from irl_lm.models import ModelConfig, param_init_fn, param_logical_specs, target_q_params
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a step reads and writes.
+
+  ``target_q`` holds the ILQL target Q heads (``{'q1', 'q2'}``, or None);
+  ``nonfinite`` counts consecutive steps whose loss or gradients were not
+  finite (their updates were skipped) and ``skipped`` counts them all.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  target_q: Any
+  rng: jax.Array
+  nonfinite: jax.Array
+  skipped: jax.Array
+
+
+def new_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array,
+              with_target_q: bool) -> TrainState:
+  """The state at step 0 for the given parameters."""
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(step=zero, params=params, opt_state=tx.init(params),
+                    target_q=target_q_params(params) if with_target_q else None,
+                    rng=rng, nonfinite=zero, skipped=zero)
+
+
+def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                    rules: shd.Rules, with_target_q: bool) -> tuple[TrainState, TrainState]:
+  """(abstract state, NamedSharding tree) of the train state.
+
+  Parameters follow their logical axis names; optimizer moments that mirror a
+  parameter take its sharding, other optimizer leaves (counts, factored
+  second moments) are replicated.
+  """
+  specs, abstract_params = param_logical_specs(cfg)
+  abstract = jax.eval_shape(
+      lambda p: new_state(p, tx, jax.random.PRNGKey(0), with_target_q), abstract_params)
+  p_shard = shd.logical_shardings(specs, abstract_params, mesh, rules)
+
+  def mirror(leaf: Any, spec: Any, param: Any) -> Any:
+    return spec if getattr(leaf, "shape", None) == param.shape else None
+
+  opt_specs = optax.tree_map_params(
+      tx, mirror, abstract.opt_state, specs, abstract_params,
+      transform_non_params=lambda _: None,
+      is_leaf=lambda x: isinstance(x, P) or x is None)
+  opt_shard = shd.logical_shardings(opt_specs, abstract.opt_state, mesh, rules)
+  rep = NamedSharding(mesh, P())
+  target = None
+  if with_target_q:
+    target = {k: p_shard["heads"][k] for k in ("q1", "q2")}
+  shardings = TrainState(step=rep, params=p_shard, opt_state=opt_shard, target_q=target,
+                         rng=rep, nonfinite=rep, skipped=rep)
+  return abstract, shardings
+
+
+def create_state(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                 rules: shd.Rules, seed: int, with_target_q: bool,
+                 params: Any | None = None) -> TrainState:
+  """Creates the sharded state under jit; never materialised whole on one device.
+
+  Args:
+    params: starting parameters (e.g. from ``from_pretrained(..., mesh=mesh)``);
+      None initialises them randomly from ``seed``.
+  """
+  _, shardings = state_shardings(cfg, tx, mesh, rules, with_target_q)
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+  with shd.activate(mesh, rules):
+    if params is None:
+      make = lambda r: new_state(param_init_fn(cfg)(r), tx, state_rng, with_target_q)
+      return jax.jit(make, out_shardings=shardings)(init_rng)
+    make = lambda p: new_state(p, tx, state_rng, with_target_q)
+    return jax.jit(make, out_shardings=shardings)(params)

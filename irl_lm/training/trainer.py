@@ -1,0 +1,137 @@
+"""``train_and_evaluate``: the training loop with checkpoints, evaluation and logging."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from irl_lm import data
+from irl_lm import sharding as shd
+from irl_lm.models import build_model
+from irl_lm.training import builders, evaluation, flops
+from irl_lm.training.checkpoints import Checkpointer, write_config
+from irl_lm.training.config import validate
+from irl_lm.training.metrics_log import MetricsLog
+from irl_lm.training.optim import make_optimizer
+from irl_lm.training.state import create_state, state_shardings
+from irl_lm.training.step import make_eval_step, make_train_step
+
+
+class NonFiniteError(RuntimeError):
+  """Raised after ``train.max_nonfinite_steps`` non-finite steps in a row."""
+
+
+def describe(state: Any, mesh: jax.sharding.Mesh, top: int = 5) -> str:
+  """Mesh, parameter count and the sharding of the largest arrays."""
+  leaves = jax.tree_util.tree_leaves_with_path(state.params)
+  n = sum(x.size for _, x in leaves)
+  lines = [f"mesh {dict(mesh.shape)} over {mesh.devices.size} devices "
+           f"({jax.process_count()} processes); {n:,} parameters"]
+  for path, x in sorted(leaves, key=lambda kv: -kv[1].size)[:top]:
+    name = "/".join(getattr(k, "key", str(k)) for k in path)
+    lines.append(f"  {name} {tuple(x.shape)} {x.sharding.spec}")
+  return "\n".join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from ``workdir`` if it has checkpoints) and returns the last metrics."""
+  validate(config)
+  mesh, rules = builders.make_mesh(config), tuple(config.mesh.rules)
+  task = builders.get_task(config)
+  model_cfg, init_params = builders.initial_model(config, task, mesh)
+  model = build_model(model_cfg)
+  opt = config.optimizer
+  multisteps = opt.grad_accum_mode == "multisteps" and opt.grad_accum_steps > 1
+  steps = config.train.steps
+  tx, schedule = make_optimizer(opt, steps // opt.grad_accum_steps if multisteps else steps)
+  with_tq = config.loss.name == "ilql"
+  abstract, shardings = state_shardings(model_cfg, tx, mesh, rules, with_tq)
+  if config.data.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
+    raise ValueError(f"config.data.batch_size={config.data.batch_size} is not divisible by the "
+                     f"mesh's data x fsdp = {mesh.shape['data'] * mesh.shape['fsdp']}")
+
+  shard_index, num_shards = shd.data_shard_info(mesh)
+  lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
+  kind = builders.model_kind(model_cfg)
+  train_iter = data.BatchIterator(task, config.data.train_split, kind, lengths,
+                                  config.data.batch_size, seed=config.seed, shuffle=True,
+                                  pack=config.data.pack, repeat=True, shard_index=shard_index,
+                                  num_shards=num_shards)
+  ckpt = Checkpointer(workdir, config.train)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, data_state = ckpt.restore(latest, abstract, shardings)
+    train_iter.restore(data_state)
+    logging.info("Resumed from %s at step %d", ckpt.directory, latest)
+  else:
+    state = create_state(model_cfg, tx, mesh, rules, config.seed, with_tq, params=init_params)
+  write_config(workdir, config)
+  logging.info("%s", describe(state, mesh))
+
+  with shd.activate(mesh, rules):
+    step_fn = jax.jit(make_train_step(model, config, tx, schedule),
+                      out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
+    eval_fn = jax.jit(make_eval_step(model, config))
+  flops_per_step = flops.train_flops_per_step(model_cfg, config.data.batch_size,
+                                              lengths["inputs"], lengths["targets"], with_tq)
+  peak = config.train.peak_flops_per_device or flops.measure_peak_flops()
+  tokens_per_step = config.data.batch_size * (lengths["targets"] + (
+      lengths["inputs"] if kind == "decoder" else 0))
+  start = int(state.step)
+  log = MetricsLog(workdir, steps, start)
+  evaluator = evaluation.Evaluator(model, config, task, kind, mesh, rules,
+                                   (shard_index, num_shards), eval_fn)
+  last: dict[str, float] = {}
+  pending: list[dict[str, jax.Array]] = []
+  t_last, s_last = time.perf_counter(), start
+  for step in range(start + 1, steps + 1):
+    batch = next(train_iter)
+    with shd.activate(mesh, rules):
+      state, metrics = step_fn(state, shd.shard_batch(batch, mesh, rules))
+    pending.append(metrics)
+    bad = int(state.nonfinite)
+    if bad:
+      logging.warning("step %d: non-finite loss or gradients; update skipped (%d in a row)",
+                      step, bad)
+    if bad >= config.train.max_nonfinite_steps:
+      ckpt.wait()
+      good = ckpt.latest_step()
+      raise NonFiniteError(
+          f"{bad} consecutive steps (up to step {step}) had a non-finite loss or gradient "
+          f"(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); stopping. "
+          f"The last good checkpoint is {'step %d in %s' % (good, ckpt.directory) if good else 'none'}"
+          " and was left intact.")
+    final = step == steps
+    if step % config.train.log_every == 0 or final:
+      host = jax.device_get(pending)
+      pending = []
+      dt = (time.perf_counter() - t_last) / (step - s_last)
+      t_last, s_last = time.perf_counter(), step
+      scalars = {f"train/{k}": np.mean([m[k] for m in host]) for k in host[0]}
+      scalars["train/skipped_total"] = host[-1]["skipped_total"]
+      scalars.update({"perf/step_time_s": dt, "perf/tokens_per_s": tokens_per_step / dt,
+                      "perf/mfu": flops_per_step / dt / (peak * jax.device_count())})
+      log.write(step, scalars)
+      log.progress(step, {k: scalars[k] for k in ("train/loss", "train/learning_rate",
+                                                  "perf/tokens_per_s", "perf/mfu")})
+      last.update(scalars)
+    eval_metrics = None
+    if step % config.train.eval_every == 0 or final:
+      eval_metrics = evaluator(state)
+      log.write(step, eval_metrics)
+      logging.info("eval at step %d: %s", step,
+                   ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+      last.update(eval_metrics)
+    if step % config.train.checkpoint_every == 0 or final:
+      ckpt.save(step, state, train_iter.state(), metrics=eval_metrics)
+  ckpt.close()
+  if jax.process_index() == 0 and steps > start:
+    logging.info("Summary:\n%s", log.summary_table())
+    curves = ["train/loss"] + sorted(k for k in log.history if k.startswith("eval/"))
+    log.plot(os.path.join(workdir, "curves.png"), curves)
+  return last
