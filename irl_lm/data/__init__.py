@@ -11,7 +11,11 @@ Public API:
   shard_info_from_mesh(mesh) -> seqio.ShardInfo
   score(prompt, response) -> float  (the embedded_ilql reward)
 """
-import tensorflow as tf
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
+
+import tensorflow as tf  # noqa: E402
 
 try:  # tf.data runs on the CPU; keep TensorFlow off accelerators that JAX owns.
   tf.config.set_visible_devices([], "GPU")

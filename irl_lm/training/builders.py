@@ -70,7 +70,12 @@ def initial_model(config: ml_collections.ConfigDict, task: seqio.Task, mesh: Mes
 
 
 def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  """The mesh of ``config.mesh`` (over the first ``num_devices`` devices if set)."""
+  n = config.mesh.num_devices
+  if n and (n > jax.device_count() or jax.process_count() > 1):
+    raise ValueError(f"config.mesh.num_devices={n}: only a single process's first "
+                     f"{jax.device_count()} devices can be selected")
   try:
-    return shd.make_mesh(tuple(config.mesh.shape))
+    return shd.make_mesh(tuple(config.mesh.shape), devices=jax.devices()[:n] if n else None)
   except ValueError as e:
     raise ValueError(f"config.mesh.shape: {e}") from None

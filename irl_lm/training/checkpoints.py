@@ -1,6 +1,7 @@
 """Orbax checkpoints of the train state and the data-iterator position."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -11,6 +12,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 CONFIG_FILE = "config.json"
+MODEL_FILE = "model_config.json"
 
 
 def _abstract(abstract_state: Any, shardings: Any) -> Any:
@@ -70,12 +72,14 @@ class Checkpointer:
     self._mngr.close()
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Records the run's config as ``WORKDIR/config.json`` (process 0)."""
+def write_config(workdir: str, config: ml_collections.ConfigDict, model_cfg: Any) -> None:
+  """Records the run's config and model config in ``WORKDIR`` (process 0)."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, MODEL_FILE), "w") as f:
+      json.dump(dataclasses.asdict(model_cfg), f, indent=2)
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -89,3 +93,34 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   raw["mesh"]["rules"] = tuple((k, tuple(v) if isinstance(v, list) else v)
                                for k, v in raw["mesh"]["rules"])
   return ml_collections.ConfigDict(raw)
+
+
+def load_for_generation(workdir: str, step: int | None = None
+                        ) -> tuple[Any, Any, Any, Any]:
+  """(model, params, target Q params or None, vocabulary) of a trained workdir.
+
+  Restores ``step`` (default: the latest) onto the local devices.
+  """
+  from irl_lm import sharding as shd
+  from irl_lm.models import ModelConfig, build_model
+  from irl_lm.training import builders
+  from irl_lm.training.optim import make_optimizer
+  from irl_lm.training.state import state_shardings
+  config = read_config(workdir)
+  task = builders.get_task(config)
+  with open(os.path.join(workdir, MODEL_FILE)) as f:
+    model_cfg = ModelConfig(**json.load(f))
+  mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
+  tx, _ = make_optimizer(config.optimizer, config.train.steps)
+  with_tq = config.loss.name == "ilql"
+  abstract, shardings = state_shardings(model_cfg, tx, mesh, config.mesh.rules, with_tq)
+  ckpt = Checkpointer(workdir, config.train)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
+  if step not in ckpt.all_steps():
+    raise FileNotFoundError(f"{workdir}: no checkpoint for step {step} "
+                            f"(have {ckpt.all_steps()})")
+  state, _ = ckpt.restore(step, abstract, shardings)
+  ckpt.close()
+  return build_model(model_cfg), state.params, state.target_q, builders.vocabulary(task)

@@ -88,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.decoding.max_new_tokens = 0
   c.mesh = dict(
       shape=(-1, 1, 1),  # (data, fsdp, tensor); one -1 is filled from the device count
+      num_devices=0,  # 0: every device of every process; N: the first N (single process)
       rules=tuple((k, v) for k, v in shd.DEFAULT_RULES),
   )
   c.distributed = dict(

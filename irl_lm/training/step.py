@@ -49,25 +49,32 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: boo
 
 
 def _grads(loss_fn, state: TrainState, batch: Batch, rng: jax.Array, accum: int):
-  """Loss, metrics and gradients; with ``accum`` > 1 averaged over microbatches."""
+  """Loss, metrics and gradients.
+
+  With ``accum`` > 1 the batch is split into microbatches whose results are
+  weighted by their action-token counts, so the result equals the full-batch
+  masked mean (every loss term is a mean over the same action positions).
+  """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if accum == 1:
     (loss, metrics), grads = grad_fn(state.params, state.target_q, batch, rng, state.step)
     return loss, metrics, grads
   micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
 
-  def body(carry, xs):
-    mb, i = xs
+  def one(mb, i):
     (loss, metrics), grads = grad_fn(state.params, state.target_q, mb,
                                      jax.random.fold_in(rng, i), state.step)
-    return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+    n = jnp.sum(mb["decoder_loss_weights"] > 0).astype(jnp.float32)
+    return jax.tree.map(lambda x: x * n, (loss, metrics, grads)), n
+
+  def body(carry, xs):
+    out, n = one(*xs)
+    return jax.tree.map(jnp.add, carry, (out, n)), None
 
   zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-      lambda: grad_fn(state.params, state.target_q, jax.tree.map(lambda x: x[0], micro), rng,
-                      state.step)))
-  zeros = (zeros[0][0], zeros[0][1], zeros[1])
-  total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
-  return jax.tree.map(lambda x: x / accum, total)
+      one, jax.tree.map(lambda x: x[0], micro), jnp.zeros((), jnp.int32)))
+  (total, n), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
+  return jax.tree.map(lambda x: x / jnp.maximum(n, 1.0), total)
 
 
 def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,

@@ -70,26 +70,64 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
     state = create_state(model_cfg, tx, mesh, rules, config.seed, with_tq, params=init_params)
-  write_config(workdir, config)
+  write_config(workdir, config, model_cfg)
   logging.info("%s", describe(state, mesh))
 
   with shd.activate(mesh, rules):
     step_fn = jax.jit(make_train_step(model, config, tx, schedule),
+                      in_shardings=(shardings, shd.batch_sharding(mesh, rules)),
                       out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
-    eval_fn = jax.jit(make_eval_step(model, config))
-  flops_per_step = flops.train_flops_per_step(model_cfg, config.data.batch_size,
-                                              lengths["inputs"], lengths["targets"], with_tq)
-  peak = config.train.peak_flops_per_device or flops.measure_peak_flops()
-  tokens_per_step = config.data.batch_size * (lengths["targets"] + (
-      lengths["inputs"] if kind == "decoder" else 0))
-  start = int(state.step)
-  log = MetricsLog(workdir, steps, start)
+    eval_fn = jax.jit(make_eval_step(model, config),
+                      in_shardings=(shardings, shd.batch_sharding(mesh, rules)))
   evaluator = evaluation.Evaluator(model, config, task, kind, mesh, rules,
                                    (shard_index, num_shards), eval_fn)
+  perf = _Throughput(config, model_cfg, kind, with_tq)
+  log = MetricsLog(workdir, steps, int(state.step))
+  try:
+    last = _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules)
+  finally:
+    ckpt.close()  # an exception still completes the checkpoints already started
+  if jax.process_index() == 0 and log.history:
+    logging.info("Summary:\n%s", log.summary_table())
+    curves = ["train/loss"] + sorted(k for k in log.history if k.startswith("eval/"))
+    log.plot(os.path.join(workdir, "curves.png"), curves)
+  return last
+
+
+class _Throughput:
+  """Step time, tokens/s and MFU from wall-clock time between log points."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, kind: str,
+               with_tq: bool):
+    d = config.data
+    self.flops = flops.train_flops_per_step(model_cfg, d.batch_size, d.inputs_length,
+                                            d.targets_length, with_tq)
+    self.tokens = d.batch_size * (d.targets_length + (d.inputs_length if kind == "decoder" else 0))
+    self.peak = (config.train.peak_flops_per_device or flops.measure_peak_flops()) \
+        * jax.device_count()
+    self._t: float | None = None
+    self._step = 0
+
+  def start(self, step: int) -> None:
+    self._t, self._step = time.perf_counter(), step
+
+  def __call__(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    dt = (now - self._t) / max(step - self._step, 1)
+    self._t, self._step = now, step
+    return {"perf/step_time_s": dt, "perf/tokens_per_s": self.tokens / dt,
+            "perf/mfu": self.flops / dt / self.peak}
+
+
+def _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules
+          ) -> dict[str, float]:
+  """Steps from ``state.step`` to ``train.steps`` with logging, eval and checkpoints."""
+  t = config.train
   last: dict[str, float] = {}
   pending: list[dict[str, jax.Array]] = []
-  t_last, s_last = time.perf_counter(), start
-  for step in range(start + 1, steps + 1):
+  start = int(state.step)
+  perf.start(start)
+  for step in range(start + 1, t.steps + 1):
     batch = next(train_iter)
     with shd.activate(mesh, rules):
       state, metrics = step_fn(state, shd.shard_batch(batch, mesh, rules))
@@ -98,40 +136,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if bad:
       logging.warning("step %d: non-finite loss or gradients; update skipped (%d in a row)",
                       step, bad)
-    if bad >= config.train.max_nonfinite_steps:
+    if bad >= t.max_nonfinite_steps:
       ckpt.wait()
       good = ckpt.latest_step()
+      where = f"step {good} in {ckpt.directory}" if good is not None else "none"
       raise NonFiniteError(
           f"{bad} consecutive steps (up to step {step}) had a non-finite loss or gradient "
-          f"(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); stopping. "
-          f"The last good checkpoint is {'step %d in %s' % (good, ckpt.directory) if good else 'none'}"
-          " and was left intact.")
-    final = step == steps
-    if step % config.train.log_every == 0 or final:
+          f"(config.train.max_nonfinite_steps={t.max_nonfinite_steps}); stopping. "
+          f"The last good checkpoint ({where}) was left intact.")
+    final = step == t.steps
+    if step % t.log_every == 0 or final:
       host = jax.device_get(pending)
       pending = []
-      dt = (time.perf_counter() - t_last) / (step - s_last)
-      t_last, s_last = time.perf_counter(), step
-      scalars = {f"train/{k}": np.mean([m[k] for m in host]) for k in host[0]}
-      scalars["train/skipped_total"] = host[-1]["skipped_total"]
-      scalars.update({"perf/step_time_s": dt, "perf/tokens_per_s": tokens_per_step / dt,
-                      "perf/mfu": flops_per_step / dt / (peak * jax.device_count())})
+      scalars = {f"train/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
+      scalars["train/skipped_total"] = float(host[-1]["skipped_total"])
+      scalars.update(perf(step))
       log.write(step, scalars)
       log.progress(step, {k: scalars[k] for k in ("train/loss", "train/learning_rate",
                                                   "perf/tokens_per_s", "perf/mfu")})
       last.update(scalars)
     eval_metrics = None
-    if step % config.train.eval_every == 0 or final:
+    if step % t.eval_every == 0 or final:
       eval_metrics = evaluator(state)
       log.write(step, eval_metrics)
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
       last.update(eval_metrics)
-    if step % config.train.checkpoint_every == 0 or final:
+      perf.start(step)  # evaluation time is not training time
+    if step % t.checkpoint_every == 0 or final:
       ckpt.save(step, state, train_iter.state(), metrics=eval_metrics)
-  ckpt.close()
-  if jax.process_index() == 0 and steps > start:
-    logging.info("Summary:\n%s", log.summary_table())
-    curves = ["train/loss"] + sorted(k for k in log.history if k.startswith("eval/"))
-    log.plot(os.path.join(workdir, "curves.png"), curves)
   return last

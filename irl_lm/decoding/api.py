@@ -1,0 +1,181 @@
+"""``generate``: jitted, sharded decoding for T5 and decoder-only models."""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from irl_lm import sharding as shd
+from irl_lm.decoding.beam import beam_search
+from irl_lm.decoding.sampling import METHODS, Settings
+from irl_lm.decoding.search import sample_or_greedy
+from irl_lm.decoding.session import session_for
+from irl_lm.models import ModelConfig, build_model, param_logical_specs
+
+
+class GenerateOutput(NamedTuple):
+  """Decoded continuations; ``n`` is ``num_beams`` for beam search, else ``num_samples``.
+
+  Attributes:
+    tokens: [batch, n, max_new_tokens] int32, 0 after each row's EOS.
+    scores: [batch, n] summed log-probabilities of the chosen tokens under the
+      decoding distribution (beam search: the beam score), EOS included.
+    lengths: [batch, n] generated tokens up to and including EOS.
+  """
+
+  tokens: jax.Array
+  scores: jax.Array
+  lengths: jax.Array
+
+
+def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new_tokens: int,
+             method: str = "greedy", temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, num_beams: int = 1, num_samples: int = 1,
+             eos_id: int | None = None, rng: jax.Array | None = None, ilql_beta: float = 0.0,
+             target_q_params: Any | None = None, use_target_heads: bool = True,
+             mesh: Mesh | None = None, rules: shd.Rules = shd.DEFAULT_RULES) -> GenerateOutput:
+  """Generates continuations with a key/value cache in one jitted loop.
+
+  Args:
+    model: a ``T5`` or ``Decoder`` from ``irl_lm.models``.
+    params: its parameters.
+    batch: T5: ``encoder_input_tokens`` [b, t] right-padded with 0. Decoder-only:
+      ``decoder_input_tokens`` [b, p], prompts right-padded, and optionally
+      ``prompt_lengths`` [b] (default: up to the last non-zero token); every
+      prompt needs at least one token. Prompts of any lengths can share a batch.
+    max_new_tokens: tokens to generate per row (fewer if every row hits EOS).
+    method: ``greedy``, ``sample`` or ``beam``.
+    temperature, top_k, top_p: applied in that order to the per-token scores;
+      they define the distribution that ``sample`` draws from and whose
+      log-probabilities ``scores`` and ``beam`` sum (``top_k=0``, ``top_p=1``: off).
+    num_beams: beams for ``beam``; all are returned, best first.
+    num_samples: samples per input for ``sample``.
+    eos_id: stop token (default the model's); a negative id never stops.
+    rng: sampling key (default ``jax.random.key(0)``).
+    ilql_beta: ILQL guidance, trlx's rule: the scores are
+      ``log_softmax(logits) + ilql_beta * (min(Q1, Q2) - V)``; 0 is the
+      behaviour policy. Needs a model with value heads.
+    target_q_params: target Q heads ``{"q1", "q2"}``, used when
+      ``use_target_heads`` (else the online heads are used).
+    mesh: shard the batch over the mesh's batch axes (and the parameters by
+      ``rules``); the batch is padded to a multiple of the batch shards.
+    rules: logical axis rules used with ``mesh``.
+  """
+  cfg: ModelConfig = model.cfg
+  s = _settings(cfg, method, max_new_tokens, temperature, top_k, top_p, num_beams, num_samples,
+                eos_id, ilql_beta, target_q_params, use_target_heads)
+  inputs = _inputs(cfg, batch, max_new_tokens)
+  b = next(iter(inputs.values())).shape[0]
+  shards = 1 if mesh is None else _batch_shards(mesh, rules)
+  padded = -b % shards
+  if padded:
+    inputs = {k: np.concatenate([v, np.repeat(v[:1], padded, 0)]) for k, v in inputs.items()}
+  tq = target_q_params if s.ilql and s.use_target_heads else None
+  beta = jnp.float32(ilql_beta)
+  rng = jax.random.key(0) if rng is None else rng
+  fn = _compiled(cfg, s, mesh, tuple(rules), tuple(sorted(inputs)))
+  if mesh is None:
+    tokens, scores, lengths = fn(params, inputs, tq, beta, rng)
+  else:
+    with shd.activate(mesh, rules):
+      tokens, scores, lengths = fn(params, inputs, tq, beta, rng)
+  per = s.rows_per_input
+  return GenerateOutput(tokens.reshape(-1, per, max_new_tokens)[:b],
+                        scores.reshape(-1, per)[:b], lengths.reshape(-1, per)[:b])
+
+
+def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: float,
+              top_k: int, top_p: float, num_beams: int, num_samples: int, eos_id: int | None,
+              ilql_beta: float, target_q_params: Any, use_target_heads: bool) -> Settings:
+  if method not in METHODS:
+    raise ValueError(f"decoding.method={method!r}: expected one of {METHODS}")
+  checks = [(max_new_tokens >= 1, f"decoding.max_new_tokens={max_new_tokens}: must be >= 1"),
+            (temperature > 0, f"decoding.temperature={temperature}: must be > 0"),
+            (0 <= top_k <= cfg.vocab_size,
+             f"decoding.top_k={top_k}: must be in [0, vocab_size={cfg.vocab_size}]"),
+            (0 < top_p <= 1, f"decoding.top_p={top_p}: must be in (0, 1]"),
+            (num_beams >= 1, f"decoding.num_beams={num_beams}: must be >= 1"),
+            (num_samples >= 1, f"decoding.num_samples={num_samples}: must be >= 1"),
+            (method == "sample" or num_samples == 1,
+             f"decoding.num_samples={num_samples}: only method='sample' draws several"),
+            (method == "beam" or num_beams == 1,
+             f"decoding.num_beams={num_beams}: only method='beam' uses beams"),
+            (not ilql_beta or cfg.value_heads,
+             f"decoding.ilql_beta={ilql_beta}: the model has no value heads"),
+            (not ilql_beta or not use_target_heads or target_q_params is not None,
+             f"decoding.ilql_beta={ilql_beta} with use_target_heads=True needs "
+             "target_q_params (or set use_target_heads=False for the online heads)")]
+  for ok, msg in checks:
+    if not ok:
+      raise ValueError(msg)
+  return Settings(method=method, max_new_tokens=max_new_tokens,
+                  eos_id=cfg.eos_id if eos_id is None else eos_id, temperature=temperature,
+                  top_k=top_k, top_p=top_p, num_beams=num_beams, num_samples=num_samples,
+                  ilql=bool(ilql_beta), use_target_heads=use_target_heads)
+
+
+def _inputs(cfg: ModelConfig, batch: Mapping[str, Any], max_new_tokens: int
+            ) -> dict[str, np.ndarray]:
+  """Host-side input arrays: T5 encoder tokens, or decoder prompts and their lengths."""
+  if cfg.is_encoder_decoder:
+    return {"encoder_input_tokens": np.asarray(batch["encoder_input_tokens"], np.int32)}
+  tokens = np.asarray(batch["decoder_input_tokens"], np.int32)
+  if "prompt_lengths" in batch:
+    lengths = np.asarray(batch["prompt_lengths"], np.int32)
+  else:
+    nonpad = tokens != cfg.pad_id
+    lengths = np.where(nonpad.any(1), tokens.shape[1] - np.argmax(nonpad[:, ::-1], 1), 0)
+  if lengths.min(initial=1) < 1:
+    raise ValueError("generate: every decoder-only prompt needs at least one token "
+                     f"(prompt lengths {lengths.tolist()})")
+  longest = int(lengths.max(initial=0)) + max_new_tokens - 1
+  if cfg.layout == "gpt2" and longest > cfg.max_position_embeddings:
+    raise ValueError(f"generate: prompt plus max_new_tokens needs {longest} positions; "
+                     f"the model has {cfg.max_position_embeddings}")
+  return {"decoder_input_tokens": tokens, "prompt_lengths": lengths.astype(np.int32)}
+
+
+def _batch_shards(mesh: Mesh, rules: shd.Rules) -> int:
+  spec = shd.batch_sharding(mesh, rules).spec[0]
+  axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(cfg: ModelConfig, s: Settings, mesh: Mesh | None, rules: tuple[Any, ...],
+              input_names: tuple[str, ...]):
+  """The jitted decoding function for one model config, settings and mesh."""
+  model = build_model(cfg)
+  session = session_for(model, s.max_new_tokens, s.rows_per_input)
+
+  def run(params, inputs, tq, beta, rng):
+    if s.method == "beam":
+      return beam_search(session, s, params, inputs, tq, beta)
+    return sample_or_greedy(session, s, params, inputs, tq, beta, rng)
+
+  if mesh is None:
+    return jax.jit(run)
+  specs, abstract = param_logical_specs(cfg)
+  p_sh = shd.logical_shardings(specs, abstract, mesh, rules)
+  use_tq = s.ilql and s.use_target_heads
+  tq_sh = {k: p_sh["heads"][k] for k in ("q1", "q2")} if use_tq else None
+  b_sh = shd.batch_sharding(mesh, rules, 2)
+  in_sh = {k: shd.batch_sharding(mesh, rules, 1 if k == "prompt_lengths" else 2)
+           for k in input_names}
+  rep = shd.replicated(mesh)
+  out_sh = (b_sh, shd.batch_sharding(mesh, rules, 1), shd.batch_sharding(mesh, rules, 1))
+  jitted = jax.jit(run, in_shardings=(p_sh, in_sh, tq_sh, rep, rep), out_shardings=out_sh)
+
+  def call(params, inputs, tq, beta, rng):
+    params = jax.device_put(params, p_sh)
+    if use_tq:
+      tq = jax.device_put(tq, tq_sh)
+    return jitted(params, inputs, tq, beta, rng)
+  return call
