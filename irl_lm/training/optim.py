@@ -9,7 +9,8 @@ import optax
 
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up from 0, then constant, cosine or linear decay to the end factor."""
+  """Linear warm-up (update k uses lr * (k + 1) / warmup_steps), then constant,
+  cosine or linear decay to ``lr * end_learning_rate_factor`` at ``total_steps``."""
   lr, warm = opt.learning_rate, opt.warmup_steps
   end = lr * opt.end_learning_rate_factor
   decay_steps = max(1, total_steps - warm)
@@ -21,7 +22,9 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
     after = optax.linear_schedule(lr, end, decay_steps)
   if warm <= 0:
     return after
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
+  warmup = optax.linear_schedule(lr / warm, lr, warm - 1) if warm > 1 else \
+      optax.constant_schedule(lr)
+  return optax.join_schedules([warmup, after], [warm])
 
 
 def weight_decay_mask(params: Any, decay_embeddings: bool = False) -> Any:

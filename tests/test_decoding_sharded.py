@@ -1,0 +1,27 @@
+"""Decoding with the batch (and parameters) sharded over 8 devices equals one device."""
+import jax
+import numpy as np
+import pytest
+
+from decoding_utils import as_batch, prompts, tiny
+from irl_lm import sharding as shd
+from irl_lm.decoding import generate
+
+
+@pytest.mark.parametrize("name,scan,mesh_shape,method", [
+    ("llama-tiny", True, (2, 2, 2), "beam"),
+    ("llama-tiny", True, (2, 2, 2), "sample"),
+    ("t5-tiny", False, (8, 1, 1), "sample"),
+])
+def test_sharded_equals_single_device(name, scan, mesh_shape, method):
+  model, params = tiny(name, scan_layers=scan)
+  batch = as_batch(model.cfg, prompts(model.cfg, [5, 2, 3, 4, 1, 5], seed=6))  # 6 rows: padded
+  kw = dict(max_new_tokens=6, method=method, rng=jax.random.key(5),
+            **({"num_beams": 3} if method == "beam" else {"num_samples": 2}))
+  want = generate(model, params, batch, **kw)
+  got = generate(model, params, batch, mesh=shd.make_mesh(mesh_shape), **kw)
+  assert got.tokens.shape == want.tokens.shape
+  assert got.tokens.sharding.num_devices == 8
+  np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
+  np.testing.assert_array_equal(np.asarray(got.lengths), np.asarray(want.lengths))
+  np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), rtol=1e-5)

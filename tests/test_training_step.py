@@ -1,0 +1,134 @@
+"""The jitted train step: NaN skipping, gradient accumulation, Polyak targets, export."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irl_lm import data
+from irl_lm import sharding as shd
+from irl_lm.models import build_model, from_pretrained
+from irl_lm.training import builders
+from irl_lm.training.checkpoints import Checkpointer
+from irl_lm.training.optim import make_optimizer
+from irl_lm.training.state import create_state
+from irl_lm.training.step import make_train_step
+from irl_lm.training.trainer import NonFiniteError, train_and_evaluate
+from training_utils import assert_trees_close, assert_trees_equal, tiny_config, trained_params
+
+
+def setup(config):
+  mesh = builders.make_mesh(config)
+  task = builders.get_task(config)
+  cfg = builders.model_config(config, task)
+  tx, schedule = make_optimizer(config.optimizer, config.train.steps)
+  with_tq = config.loss.name == "ilql"
+  state = create_state(cfg, tx, mesh, config.mesh.rules, config.seed, with_tq)
+  it = data.BatchIterator(task, "train", "encdec", {"inputs": 32, "targets": 16},
+                          config.data.batch_size, seed=0)
+  step = jax.jit(make_train_step(build_model(cfg), config, tx, schedule))
+  return state, step, it
+
+
+def test_nonfinite_update_is_skipped():
+  state, step, it = setup(tiny_config("ilql"))
+  batch = next(it)
+  bad = dict(batch, decoder_rewards=np.where(batch["decoder_loss_weights"] > 0, np.nan, 0.0)
+             .astype(np.float32))
+  before = jax.device_get(state)
+  state, metrics = step(state, bad)
+  assert int(metrics["nonfinite"]) == 1 and int(state.nonfinite) == 1
+  assert int(state.step) == 1 and int(state.skipped) == 1
+  assert_trees_equal(state.params, before.params)
+  assert_trees_equal(state.opt_state, before.opt_state)
+  assert_trees_equal(state.target_q, before.target_q)
+  state, metrics = step(state, batch)
+  assert int(state.nonfinite) == 0 and int(state.skipped) == 1
+  assert not np.allclose(np.asarray(state.params["heads"]["v"]["out"]["kernel"]),
+                         before.params["heads"]["v"]["out"]["kernel"])
+
+
+def test_polyak_moves_target_heads_by_rate():
+  c = tiny_config("ilql")
+  c.loss.ilql.polyak_rate = 0.25
+  state, step, it = setup(c)
+  old_target = jax.device_get(state.target_q)
+  new, _ = step(state, next(it))
+  online = jax.device_get(new.params["heads"])
+  want = jax.tree.map(lambda t, o: 0.25 * o + 0.75 * t, old_target,
+                      {k: online[k] for k in ("q1", "q2")})
+  assert_trees_close(new.target_q, want, atol=1e-7)
+
+
+def test_polyak_every_k_steps():
+  c = tiny_config("ilql")
+  c.loss.ilql.polyak_every = 2
+  state, step, it = setup(c)
+  t0 = jax.device_get(state.target_q)
+  s1, _ = step(state, next(it))
+  assert_trees_equal(s1.target_q, t0)  # one update applied: 1 % 2 != 0
+  s2, _ = step(s1, next(it))
+  assert not np.allclose(np.asarray(s2.target_q["q1"]["out"]["kernel"]),
+                         t0["q1"]["out"]["kernel"])
+
+
+@pytest.mark.parametrize("loss", ["iqlearn", "ilql"])
+def test_microbatch_accumulation_equals_full_batch(loss):
+  full = tiny_config(loss)
+  acc = tiny_config(loss)
+  acc.optimizer.grad_accum_steps = 4
+  s_full, step_full, it = setup(full)
+  s_acc, step_acc, _ = setup(acc)
+  batch = next(it)
+  a, ma = step_full(s_full, batch)
+  b, mb = step_acc(s_acc, batch)
+  np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-5)
+  np.testing.assert_allclose(mb["grad_norm"], ma["grad_norm"], rtol=1e-4)
+  assert_trees_close(b.params, a.params, atol=2e-5)  # Adam amplifies rounding in tiny grads
+
+
+def test_multisteps_applies_one_update_per_k_steps():
+  c = tiny_config("mle")
+  c.optimizer.grad_accum_steps = 2
+  c.optimizer.grad_accum_mode = "multisteps"
+  state, step, it = setup(c)
+  p0 = jax.device_get(state.params)
+  s1, _ = step(state, next(it))
+  assert_trees_equal(s1.params, p0)
+  s2, _ = step(s1, next(it))
+  assert not np.allclose(np.asarray(s2.params["shared"]["embedding"]), p0["shared"]["embedding"])
+
+
+def test_run_stops_after_consecutive_nonfinite_steps(tmp_path, monkeypatch):
+  real = data.BatchIterator.__next__
+  calls = {"n": 0}
+
+  def poisoned(self):
+    batch = real(self)
+    if self.repeat:
+      calls["n"] += 1
+      if calls["n"] > 3:
+        batch = dict(batch, decoder_rewards=np.full_like(batch["decoder_rewards"], np.nan))
+    return batch
+  monkeypatch.setattr(data.BatchIterator, "__next__", poisoned)
+  c = tiny_config("ilql", steps=10)
+  c.train.max_nonfinite_steps = 2
+  with pytest.raises(NonFiniteError, match=r"2 consecutive steps \(up to step 5\).*step 3 in"):
+    train_and_evaluate(c, str(tmp_path))
+  assert Checkpointer(str(tmp_path), c.train).all_steps() == [3]
+  params, _ = trained_params(str(tmp_path))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_export_to_hugging_face(tmp_path):
+  c = tiny_config("ilql", steps=3)
+  train_and_evaluate(c, str(tmp_path / "run"))
+  import subprocess
+  import sys
+  subprocess.run([sys.executable, "-m", "irl_lm.export", f"--workdir={tmp_path / 'run'}",
+                  f"--output={tmp_path / 'hf'}"], check=True, capture_output=True)
+  params, _ = trained_params(str(tmp_path / "run"))
+  model, loaded = from_pretrained(str(tmp_path / "hf"), value_heads=True)
+  assert_trees_equal(loaded, params)
+  assert os.path.exists(tmp_path / "hf" / "value_heads.safetensors")
