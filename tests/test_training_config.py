@@ -1,4 +1,6 @@
 """Config validation: each bad input gets one error naming the key."""
+import contextlib
+
 import pytest
 
 from irl_lm.training.config import base_config, validate
@@ -16,7 +18,13 @@ def test_base_and_shipped_configs_validate():
     spec = importlib.util.spec_from_file_location("cfg", fn)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    validate(mod.get_config())
+    config = mod.get_config()
+    with pytest.raises(ValueError, match="needs config.data.vocabulary_path") if \
+        config.data.vocabulary else contextlib.nullcontext():
+      validate(config)
+    config.model.init_from = "/models/flan-t5-base"  # supplies the vocabulary
+    validate(config)
+
 
 
 def _with(**changes):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import jax
@@ -18,7 +19,9 @@ def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
   """The seqio task of ``config.data``, registering the paper tasks when configured."""
   d = config.data
   if d.vocabulary:
-    data.register_paper_tasks(d.vocabulary, d.vocabulary_path, tfds_data_dir=d.tfds_data_dir or None)
+    path = d.vocabulary_path or (os.path.join(config.model.init_from, "spiece.model")
+                                 if d.vocabulary == "sentencepiece" else config.model.init_from)
+    data.register_paper_tasks(d.vocabulary, path, tfds_data_dir=d.tfds_data_dir or None)
   try:
     return data.get_task(d.task)
   except (KeyError, ValueError) as e:

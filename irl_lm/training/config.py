@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = dict(
       task="embedded_summarize",
       vocabulary="",  # "", or sentencepiece | hf_tokenizer for the paper tasks
-      vocabulary_path="",
+      vocabulary_path="",  # default: spiece.model / tokenizer.json in model.init_from
       tfds_data_dir="",
       inputs_length=64,
       targets_length=32,
@@ -165,6 +165,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      "in (0, 1]")
   if flat["loss.iqlearn.lam"] < 0:
     raise ValueError(f"config.loss.iqlearn.lam={flat['loss.iqlearn.lam']} must be >= 0")
-  if flat["data.vocabulary"] and not flat["data.vocabulary_path"]:
+  if flat["data.vocabulary"] and not (flat["data.vocabulary_path"] or flat["model.init_from"]):
     raise ValueError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
-                     "config.data.vocabulary_path")
+                     "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
+                     "directory with spiece.model / tokenizer.json)")

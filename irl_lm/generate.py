@@ -1,0 +1,158 @@
+"""Generates continuations for a file of prompts (one per line) into JSON lines.
+
+  python -m irl_lm.generate --hf_dir=DIR --input=prompts.txt --output=out.jsonl \\
+      [--config.decoding.method=sample --config.decoding.num_samples=4 ...]
+  python -m irl_lm.generate --workdir=RUN [--step=N] --input=... --output=...
+
+Each output line is ``{"prompt", "samples": [...], "scores": [...]}`` with
+``num_samples`` samples (``num_beams`` for beam search, best first).
+
+Tokenisation: ``--hf_dir`` reads ``tokenizer.json`` from the directory (or
+``--vocab``, a ``tokenizer.json`` or SentencePiece ``.model`` file) and applies
+its own special-token template (e.g. EOS after T5 inputs, BOS before Llama
+prompts); SentencePiece and training-run vocabularies get EOS appended to T5
+inputs. ``--workdir`` loads the run's latest (or ``--step``) checkpoint, its
+target Q heads and its vocabulary.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from absl import app, flags
+from ml_collections import config_flags
+
+from irl_lm import sharding as shd
+from irl_lm.decoding import default_config, generate, generate_kwargs
+from irl_lm.models import ModelConfig, from_pretrained
+
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face checkpoint directory.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step with --workdir (default latest).")
+_VOCAB = flags.DEFINE_string("vocab", None, "tokenizer.json or SentencePiece .model file.")
+_INPUT = flags.DEFINE_string("input", None, "Prompts, one per line.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Output JSON lines file.", required=True)
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config", ml_collections.ConfigDict({"decoding": default_config()}))
+
+
+class Vocabulary(Protocol):
+  def encode(self, text: str) -> Sequence[int]: ...
+  def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class HFTokenizer:
+  """A ``tokenizer.json`` through transformers, with its special-token template."""
+
+  adds_special_tokens = True
+
+  def __init__(self, path: str):
+    from transformers import PreTrainedTokenizerFast
+    self._tok = PreTrainedTokenizerFast(tokenizer_file=path)
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=True)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode(list(ids), skip_special_tokens=True)
+
+
+def load_vocabulary(path: str) -> Vocabulary:
+  """``tokenizer.json`` (transformers) or a SentencePiece ``.model`` (seqio)."""
+  if path.endswith(".model"):
+    import seqio
+    return seqio.SentencePieceVocabulary(path)
+  return HFTokenizer(path)
+
+
+def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str | None,
+         value_heads: bool, mesh: jax.sharding.Mesh | None
+         ) -> tuple[Any, Any, Any | None, Vocabulary]:
+  """(model, params, target Q params or None, vocabulary) from a HF dir or a run."""
+  if (hf_dir is None) == (workdir is None):
+    raise app.UsageError("give exactly one of --hf_dir and --workdir")
+  if workdir is not None:
+    from irl_lm.training.checkpoints import load_for_generation
+    model, params, tq, vocabulary = load_for_generation(workdir, step=step)
+    return model, params, tq, load_vocabulary(vocab) if vocab else vocabulary
+  path = vocab or os.path.join(hf_dir, "tokenizer.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no tokenizer (pass --vocab)")
+  model, params = from_pretrained(hf_dir, value_heads=value_heads, mesh=mesh)
+  return model, params, None, load_vocabulary(path)
+
+
+def encode_batch(cfg: ModelConfig, vocabulary: Vocabulary, texts: Sequence[str], width: int
+                 ) -> dict[str, np.ndarray]:
+  """Right-padded token ids [len(texts), width] in the model's input feature."""
+  ids = [_encode(cfg, vocabulary, t) for t in texts]
+  tokens = np.full((len(ids), width), cfg.pad_id, np.int32)
+  for i, row in enumerate(ids):
+    tokens[i, :len(row)] = row
+  if cfg.is_encoder_decoder:
+    return {"encoder_input_tokens": tokens}
+  return {"decoder_input_tokens": tokens, "prompt_lengths": np.array([len(r) for r in ids])}
+
+
+def _encode(cfg: ModelConfig, vocabulary: Vocabulary, text: str) -> list[int]:
+  ids = list(vocabulary.encode(text))
+  if cfg.is_encoder_decoder and not getattr(vocabulary, "adds_special_tokens", False):
+    ids.append(cfg.eos_id)
+  return ids
+
+
+def decode_row(tokens: np.ndarray, length: int, eos_id: int, vocabulary: Vocabulary) -> str:
+  """Text of one generated row, without its EOS."""
+  ids = [int(t) for t in tokens[:length]]
+  if ids and ids[-1] == eos_id:
+    ids = ids[:-1]
+  return vocabulary.decode(ids)
+
+
+def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
+        hf_dir: str | None = None, workdir: str | None = None, step: int | None = None,
+        vocab: str | None = None, batch_size: int = 16) -> None:
+  """Reads prompts, generates in batches of ``batch_size`` and writes JSON lines."""
+  dec = config.decoding
+  mesh = shd.make_mesh() if jax.device_count() > 1 else None
+  model, params, tq, vocabulary = load(hf_dir, workdir, step, vocab, dec.ilql_beta != 0, mesh)
+  cfg: ModelConfig = model.cfg
+  with open(input_path, encoding="utf-8") as f:
+    texts = [line.rstrip("\n") for line in f if line.strip()]
+  width = max((len(_encode(cfg, vocabulary, t)) for t in texts), default=1)
+  eos = cfg.eos_id if dec.eos_id is None else dec.eos_id
+  kw = generate_kwargs(dec)
+  rng = kw.pop("rng")
+  with open(output_path, "w", encoding="utf-8") as out, \
+       tqdm.tqdm(total=len(texts), unit="prompt", desc="generate") as bar:
+    for start in range(0, len(texts), batch_size):
+      chunk = texts[start:start + batch_size]
+      padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compilation
+      batch = encode_batch(cfg, vocabulary, padded, width)
+      res = generate(model, params, batch, rng=jax.random.fold_in(rng, start),
+                     target_q_params=tq, mesh=mesh, **kw)
+      tokens, scores, lengths = (np.asarray(x) for x in res)
+      for i, text in enumerate(chunk):
+        samples = [decode_row(tokens[i, j], int(lengths[i, j]), eos, vocabulary)
+                   for j in range(tokens.shape[1])]
+        out.write(json.dumps({"prompt": text, "samples": samples,
+                              "scores": [float(s) for s in scores[i]]}) + "\n")
+      bar.update(len(chunk))
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  run(_CONFIG.value, input_path=_INPUT.value, output_path=_OUTPUT.value, hf_dir=_HF_DIR.value,
+      workdir=_WORKDIR.value, step=_STEP.value, vocab=_VOCAB.value, batch_size=_BATCH.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
