@@ -52,7 +52,7 @@ def test_run_matches_library_greedy(tmp_path):
   model, params = from_pretrained(HF_DIR)
   vocab = cli.load_vocabulary(VOCAB)
   texts = [p for p in PROMPTS if p]
-  res = generate(model, params, cli.encode_batch(model.cfg, vocab, texts, 8), max_new_tokens=6)
+  res = generate(model, params, cli.encode_batch(model.cfg, vocab, texts, 16), max_new_tokens=6)
   for i, row in enumerate(rows):
     want = cli.decode_row(np.asarray(res.tokens[i, 0]), int(res.lengths[i, 0]),
                           model.cfg.eos_id, vocab)
