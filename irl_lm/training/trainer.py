@@ -10,12 +10,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from irl_lm import data
 from irl_lm import sharding as shd
 from irl_lm.models import build_model
 from irl_lm.training import builders, evaluation, flops
 from irl_lm.training.checkpoints import Checkpointer, write_config
 from irl_lm.training.config import validate
+from irl_lm.training.host_batches import HostBatches, saved_num_shards
 from irl_lm.training.metrics_log import MetricsLog
 from irl_lm.training.optim import make_optimizer
 from irl_lm.training.state import create_state, state_shardings
@@ -58,18 +58,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   shard_index, num_shards = shd.data_shard_info(mesh)
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
   kind = builders.model_kind(model_cfg)
-  train_iter = data.BatchIterator(task, config.data.train_split, kind, lengths,
-                                  config.data.batch_size, seed=config.seed, shuffle=True,
-                                  pack=config.data.pack, repeat=True, shard_index=shard_index,
-                                  num_shards=num_shards)
   ckpt = Checkpointer(workdir, config.train)
   latest = ckpt.latest_step()
+  data_state = None
   if latest is not None:
     state, data_state = ckpt.restore(latest, abstract, shardings)
-    train_iter.restore(data_state)
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
     state = create_state(model_cfg, tx, mesh, rules, config.seed, with_tq, params=init_params)
+  train_iter = HostBatches(task, config.data.train_split, kind, lengths, config.data.batch_size,
+                           seed=config.seed, pack=config.data.pack, index=shard_index,
+                           count=num_shards, num_shards=saved_num_shards(data_state))
+  if data_state is not None:
+    train_iter.restore(data_state)
   write_config(workdir, config, model_cfg)
   logging.info("%s", describe(state, mesh))
 

@@ -1,0 +1,58 @@
+"""Runs the AOT planner on every 3B config for each target and writes a markdown table.
+
+  python bench/plan_3b.py      # needs the tpu extra (libtpu) for the TPU rows; ~15 min on 2 cores
+
+Writes bench/results/plan_3b.json and bench/results/plan_3b.md (the README table).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CONFIGS = ["t5_xl_iqlearn", "t5_xl_ilql", "llama_3b_iqlearn", "llama_3b_ilql"]
+TARGETS = {"TPU v5e-16 (16 GiB/chip)": ["--topology=v5e:4x4"],
+           "TPU v4-32 (32 GiB/chip)": ["--topology=v4:2x2x4"],
+           "8 GPUs x 80 GiB (CPU stand-in)": ["--devices=8", "--device_memory=80GiB"]}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(config: str, target: list[str]) -> dict:
+  with tempfile.NamedTemporaryFile(suffix=".json") as out:
+    cmd = [sys.executable, "-m", "irl_lm.plan", f"--config={ROOT}/configs/{config}.py",
+           "--config.model.init_from=/models/none", f"--json_out={out.name}", *target]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode not in (0, 1):
+      raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    with open(out.name) as f:
+      return json.load(f)
+
+
+def main() -> None:
+  results = {}
+  for config in CONFIGS:
+    for name, target in TARGETS.items():
+      print(f"planning {config} on {name}", flush=True)
+      results[f"{config} | {name}"] = run(config, target)
+  os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+  with open(os.path.join(ROOT, "bench", "results", "plan_3b.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  g = lambda b: f"{b / 2**30:.2f}"
+  lines = ["| config | target | mesh | params | opt state | activations + temp | train total (GiB / share) | decode total | fits (15% headroom) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for key, r in results.items():
+    config, target = key.split(" | ")
+    train, decode = r["plans"][0], r["plans"][1]
+    mesh = train["name"].split("(", 1)[1].rstrip(")")
+    ok = all(p["total"] <= (1 - r["headroom"]) * p["device_memory"] for p in r["plans"])
+    lines.append(f"| {config} | {target} | {mesh} | {g(train['params'])} | {g(train['optimizer'])} | "
+                 f"{g(train['temporaries'])} | {g(train['total'])} / {100 * train['share']:.0f}% | "
+                 f"{g(decode['total'])} | {'yes' if ok else 'NO'} |")
+  table = "\n".join(lines) + "\n"
+  with open(os.path.join(ROOT, "bench", "results", "plan_3b.md"), "w") as f:
+    f.write(table)
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
