@@ -1,0 +1,47 @@
+"""The AOT planner on a small config with simulated devices."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from irl_lm.models import param_logical_specs
+from irl_lm.planning import parse_memory, plan_decode, plan_train, planned_model_config
+from training_utils import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_memory():
+  assert parse_memory("80GiB") == 80 * 2 ** 30
+  assert parse_memory("16G") == 16 * 2 ** 30
+  assert parse_memory("512MiB") == 512 * 2 ** 20
+
+
+def test_plan_train_and_decode_on_simulated_devices():
+  c = tiny_config("ilql", mesh=(2, 4, 1), num_devices=0)
+  c.model.vocab_size = 512
+  plan = plan_train(c, jax.devices(), 2 ** 30)
+  n_params = sum(x.size for x in jax.tree.leaves(param_logical_specs(planned_model_config(c))[1]))
+  # fsdp=4 splits every large array four ways: per-device params are about a quarter.
+  assert 0.24 * 4 * n_params < plan.params < 0.5 * 4 * n_params
+  assert abs(plan.optimizer - 2 * plan.params) <= 64  # AdamW: two moments (+ step counts)
+  assert plan.other_state > 0  # the ILQL target heads
+  assert plan.temporaries > 0 and plan.total > plan.params + plan.optimizer
+  assert plan.model_flops > 0 and plan.fits(0.15)
+  assert not plan.fits(1.0 - plan.share / 2)
+  decode = plan_decode(c, jax.devices(), 2 ** 30)
+  assert decode.optimizer == 0 and decode.other_state > 0  # the KV cache
+  assert decode.total < plan.total
+
+
+def test_cli_exits_nonzero_and_names_the_largest_term():
+  proc = subprocess.run(
+      [sys.executable, "-m", "irl_lm.plan", f"--config={ROOT}/configs/quickstart.py",
+       "--devices=4", "--device_memory=2MiB", "--nodecode", "--config.mesh.shape=(1,4,1)"],
+      capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  assert "DOES NOT FIT" in proc.stdout
+  assert "does not fit" in proc.stderr and "The largest term is" in proc.stderr
+  assert "parameters" in proc.stdout and "activations and temporaries" in proc.stdout
