@@ -11,18 +11,27 @@ import seqio
 
 from irl_lm import data
 from irl_lm import sharding as shd
+from irl_lm.decoding import generate
 from irl_lm.decoding.config import generate_kwargs
 
 
 def prompt_batch(examples: Sequence[dict[str, Any]], kind: str, batch_size: int,
                  inputs_length: int) -> dict[str, np.ndarray]:
-  """Right-padded prompt tokens for ``generate``; short batches get all-zero rows."""
-  key = "encoder_input_tokens" if kind == "encdec" else "decoder_input_tokens"
-  rows = np.zeros((batch_size, inputs_length), np.int32)
+  """Prompts for ``generate``, right-padded; short batches get dummy rows.
+
+  Decoder-only prompts are laid out as in training: a leading 0, then the
+  inputs (ending in their EOS separator); ``prompt_lengths`` marks their ends.
+  """
+  lead = 0 if kind == "encdec" else 1
+  rows = np.zeros((batch_size, inputs_length + lead), np.int32)
+  lengths = np.ones((batch_size,), np.int32)
   for i, ex in enumerate(examples):
     toks = np.asarray(ex["inputs"], np.int32)[:inputs_length]
-    rows[i, :len(toks)] = toks
-  return {key: rows}
+    rows[i, lead:lead + len(toks)] = toks
+    lengths[i] = lead + len(toks)
+  if kind == "encdec":
+    return {"encoder_input_tokens": rows}
+  return {"decoder_input_tokens": rows, "prompt_lengths": lengths}
 
 
 def decode_text(vocab: seqio.Vocabulary, tokens: np.ndarray, eos_id: int) -> str:
@@ -74,7 +83,6 @@ class Evaluator:
     for i in range(0, len(self._examples), bs):
       chunk = self._examples[i:i + bs]
       batch = prompt_batch(chunk, self.kind, bs, cfg.data.inputs_length)
-      from irl_lm.decoding import generate  # pylint: disable=g-import-not-at-top
       out = generate(self.model, state.params, batch, target_q_params=state.target_q,
                      mesh=self.mesh, **kw)
       tokens = np.asarray(jax.device_get(out.tokens))
