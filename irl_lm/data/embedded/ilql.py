@@ -11,10 +11,13 @@ penalised. It is given once per sequence, on the response's EOS.
 
 Behaviour policy (the logger): a 50/50 mixture of two half-specialists. One
 names the colours of objects 1-2 correctly with probability 0.8 and of objects
-3-4 with probability 0.1; the other is its mirror image. A wrong colour is drawn
-uniformly from the colours that are wrong for the object. Each clause is correct
-with probability 0.45, so the behaviour policy's mean reward is 0.45 (behaviour
-cloning imitates that), while the optimum is 1.0. Only 0.8^2 * 0.1^2 = 0.64% of
+3-4 with probability 0.1; the other is its mirror image. A wrong answer is the
+object's one typical confusion (`CONFUSION`, e.g. ``sky is gray``), so in the
+logged data the most likely colour of every clause, given the prompt, is wrong
+(0.55 against 0.45), and after a wrong clause the logger is probably the
+specialist that botches that half. Each clause is correct with probability
+0.45, so the behaviour policy's mean reward is 0.45, and greedy behaviour
+cloning lands on half-right responses (about 0.5), while the optimum is 1.0. Only 0.8^2 * 0.1^2 = 0.64% of
 logged responses are fully correct: optimal responses must stitch the correct
 halves of different logged responses, which offline RL (ILQL) can do and behaviour
 cloning cannot.
@@ -35,6 +38,11 @@ COLORS_OF: dict[str, tuple[str, ...]] = {
 }
 COLORS = ("red", "blue", "green", "yellow", "white", "black", "brown", "orange", "pink",
           "gray", "purple")
+# Each object's typical wrong colour: the next colour in COLORS that is not one of its own.
+CONFUSION: dict[str, str] = {
+    obj: next(COLORS[(COLORS.index(ok[0]) + k) % len(COLORS)] for k in range(1, len(COLORS))
+              if COLORS[(COLORS.index(ok[0]) + k) % len(COLORS)] not in ok)
+    for obj, ok in COLORS_OF.items()}
 NUM_SLOTS = 4
 GOOD_HALF_ACCURACY = 0.8
 BAD_HALF_ACCURACY = 0.1
@@ -82,7 +90,7 @@ def behaviour_response(rng: random.Random, objects: list[str]) -> str:
     if rng.random() < accuracy:
       color = rng.choice(COLORS_OF[obj])
     else:
-      color = rng.choice([c for c in COLORS if c not in COLORS_OF[obj]])
+      color = CONFUSION[obj]
     clauses.append(f"{obj} is {color}")
   return " , ".join(clauses) + " ."
 
