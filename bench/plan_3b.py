@@ -12,7 +12,7 @@ import tempfile
 
 CONFIGS = ["t5_xl_iqlearn", "t5_xl_ilql", "llama_3b_iqlearn", "llama_3b_ilql"]
 TARGETS = {"TPU v5e-16 (16 GiB/chip)": ["--topology=v5e:4x4"],
-           "TPU v4-32 (32 GiB/chip)": ["--topology=v4:2x2x4"],
+           "TPU v4-32 (16 chips x 32 GiB = 32 cores x 16 GiB)": ["--topology=v4:2x2x4"],
            "8 GPUs x 80 GiB (CPU stand-in)": ["--devices=8", "--device_memory=80GiB"]}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -120,11 +120,14 @@ def main(argv: list[str]) -> None:
   from irl_lm.experiments import report
   from irl_lm.experiments.settings import ILQL_BETAS, Run, runs
   t0 = time.time()
-  seeds, steps = (1, 6) if FLAGS.quick else (FLAGS.seeds, FLAGS.steps)
-  n_prompts, samples = (8, 2) if FLAGS.quick else (FLAGS.eval_prompts, 5)
+  seeds, steps = (1, 4) if FLAGS.quick else (FLAGS.seeds, FLAGS.steps)
+  n_prompts, samples = (4, 2) if FLAGS.quick else (FLAGS.eval_prompts, 5)
   workroot = FLAGS.workroot or tempfile.mkdtemp(prefix="irl_lm_experiments_")
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.path.join(workroot, "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   os.makedirs(FLAGS.outdir, exist_ok=True)
-  todo = runs(FLAGS.suite, seeds)
+  todo = runs(FLAGS.suite, seeds, FLAGS.quick)
   rows = []
   for i, run in enumerate(todo):
     logging.info("[%d/%d] %s", i + 1, len(todo), run.name)

@@ -34,12 +34,16 @@ class Run:
     return f"{self.task}_{self.loss}{lam}_seed{self.seed}"
 
 
-def runs(suite: str, seeds: int) -> list[Run]:
-  """The runs of ``suite`` (``iqlearn``, ``ilql`` or ``all``; ``reward`` reuses ``iqlearn``)."""
+def runs(suite: str, seeds: int, quick: bool = False) -> list[Run]:
+  """The runs of ``suite`` (``iqlearn``, ``ilql`` or ``all``; ``reward`` reuses ``iqlearn``).
+
+  ``quick`` keeps one task and the lam grid's ends: every artefact, fewest runs.
+  """
   out = []
+  tasks, lams = (IQLEARN_TASKS[:1], (LAMS[0], LAMS[-1])) if quick else (IQLEARN_TASKS, LAMS)
   if suite in ("all", "iqlearn", "reward"):
     out += [Run("iqlearn", t, "iqlearn", s, lam)
-            for t in IQLEARN_TASKS for lam in LAMS for s in range(seeds)]
+            for t in tasks for lam in lams for s in range(seeds)]
   if suite in ("all", "ilql"):
     out += [Run("ilql", "embedded_ilql", loss, s) for loss in ("ilql", "mle")
             for s in range(seeds)]

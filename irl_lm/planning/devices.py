@@ -22,7 +22,8 @@ def parse_memory(text: str) -> int:
 def tpu_devices(topology: str) -> tuple[list[jax.Device], int, str]:
   """Compile-only devices of a TPU topology such as ``v5e:4x4`` or ``v4:2x2x4``.
 
-  Returns (devices, HBM bytes per chip, description). Needs libtpu
+  Returns (devices, HBM bytes per device, description); a chip's HBM is split
+  evenly among its devices (v4 shows each of its two TensorCores as a device). Needs libtpu
   (``pip install irl_lm[tpu]``), not a TPU.
   """
   gen = topology.split(":", 1)[0].lower()
@@ -36,4 +37,7 @@ def tpu_devices(topology: str) -> tuple[list[jax.Device], int, str]:
     raise RuntimeError(f"--topology={topology!r}: could not build the TPU topology ({e}). "
                        "It needs libtpu: pip install 'irl_lm[tpu]'") from e
   devices = list(desc.devices)
-  return devices, TPU_HBM_GIB[gen] * GIB, f"TPU {topology} ({len(devices)} chips, compile-only)"
+  chips = len({tuple(getattr(d, "coords", (i,))) for i, d in enumerate(devices)})
+  per_device = TPU_HBM_GIB[gen] * GIB * chips // len(devices)  # v4: 2 TensorCores per chip
+  return devices, per_device, (f"TPU {topology} ({chips} chips, {len(devices)} devices, "
+                               "compile-only)")
