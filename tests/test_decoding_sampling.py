@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from irl_lm.decoding import default_config, generate_kwargs, log_probs, token_scores
-from irl_lm.decoding.sampling import Settings, top_k_filter, top_p_filter
+from irl_lm.decoding.sampling import Settings, choose, top_k_filter, top_p_filter
 from irl_lm.models import ModelOutput
 
 PROBS = np.log(np.array([[0.1, 0.5, 0.05, 0.3, 0.05]], np.float32))
@@ -42,7 +42,21 @@ def test_ilql_scores_follow_trlx_rule():
   want = lp + 0.5 * (jnp.minimum(out.q1, out.q2) - out.v[:, None])
   np.testing.assert_allclose(token_scores(out, 0.5, online), want, rtol=1e-6)
   plain = Settings(method="greedy", max_new_tokens=1, eos_id=1)
-  np.testing.assert_array_equal(token_scores(out, 0.5, plain), lp)
+  np.testing.assert_array_equal(token_scores(out, 0.5, plain), out.logits)
+
+
+def test_choose_greedy_and_sampled_tokens_with_their_log_probs():
+  s = Settings(method="sample", max_new_tokens=1, eos_id=1, temperature=0.5)
+  scores = jnp.asarray(PROBS + 3.0)  # an offset per row changes nothing
+  logp = np.asarray(jax.nn.log_softmax(PROBS / 0.5))
+  tok, lp = choose(scores, s)
+  assert tok.tolist() == [1]
+  np.testing.assert_allclose(lp, logp[0, 1], rtol=1e-6)
+  keys = jax.random.split(jax.random.key(0), 2000)
+  toks, lps = jax.vmap(lambda k: choose(scores, s, k))(keys)
+  freq = np.bincount(np.asarray(toks).reshape(-1), minlength=5) / 2000
+  np.testing.assert_allclose(freq, np.exp(logp[0]), atol=0.03)
+  np.testing.assert_allclose(lps[:, 0], logp[0, np.asarray(toks)[:, 0]], rtol=1e-5)
 
 
 def test_config_maps_to_generate_arguments():

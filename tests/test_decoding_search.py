@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from decoding_utils import EOS, as_batch, next_outputs, prompts, reference_greedy, tiny
+from decoding_utils import as_batch, next_outputs, prompts, reference_greedy, tiny
 from irl_lm.decoding import generate
 
 LAYOUTS = [("t5-tiny", False), ("gpt2-tiny", False), ("llama-tiny", False), ("llama-tiny", True)]

@@ -80,7 +80,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
   tq = target_q_params if s.ilql and s.use_target_heads else None
   beta = jnp.float32(ilql_beta)
   rng = jax.random.key(0) if rng is None else rng
-  fn = _compiled(cfg, s, mesh, tuple(rules), tuple(sorted(inputs)))
+  rules = tuple((name, tuple(ax) if isinstance(ax, list) else ax) for name, ax in rules)
+  fn = _compiled(cfg, s, mesh, rules, tuple(sorted(inputs)))
   if mesh is None:
     tokens, scores, lengths = fn(params, inputs, tq, beta, rng)
   else:

@@ -34,15 +34,16 @@ class Settings:
 
 
 def token_scores(out: ModelOutput, beta: Array, s: Settings) -> Array:
-  """trlx's rule: log_softmax(logits) + beta * (min(Q1, Q2) - V), [rows, vocab].
+  """Per-token scores [rows, vocab] before temperature / top-k / top-p.
 
-  Without ILQL (``s.ilql`` False) this is the behaviour policy's log-probabilities.
+  With ILQL (``s.ilql``), trlx's rule: log_softmax(logits) + beta * (min(Q1, Q2) - V).
+  Otherwise the logits: the behaviour policy's log-probabilities up to a per-row
+  constant, which the decoding distribution does not see.
   """
-  scores = jax.nn.log_softmax(out.logits, axis=-1)
   if not s.ilql:
-    return scores
+    return out.logits
   q1, q2 = (out.target_q1, out.target_q2) if s.use_target_heads else (out.q1, out.q2)
-  return scores + beta * (jnp.minimum(q1, q2) - out.v[..., None])
+  return jax.nn.log_softmax(out.logits, axis=-1) + beta * (jnp.minimum(q1, q2) - out.v[..., None])
 
 
 def top_k_filter(scores: Array, k: int) -> Array:
@@ -61,12 +62,40 @@ def top_p_filter(scores: Array, p: float) -> Array:
   return jnp.where(scores < cutoff, -jnp.inf, scores)
 
 
-def log_probs(scores: Array, s: Settings) -> Array:
-  """Log-probabilities of the decoding distribution: softmax(top_p(top_k(scores / T)))."""
+def filtered(scores: Array, s: Settings) -> Array:
+  """top_p(top_k(scores / temperature)): the decoding distribution's unnormalised logits."""
   if s.temperature != 1.0:
     scores = scores / s.temperature
   if s.top_k:
     scores = top_k_filter(scores, s.top_k)
   if s.top_p < 1.0:
     scores = top_p_filter(scores, s.top_p)
-  return jax.nn.log_softmax(scores, axis=-1)
+  return scores
+
+
+def log_probs(scores: Array, s: Settings) -> Array:
+  """Log-probabilities of the decoding distribution: log_softmax(filtered(scores))."""
+  return jax.nn.log_softmax(filtered(scores, s), axis=-1)
+
+
+def _first_max(x: Array, best: Array) -> Array:
+  # Two plain reductions: XLA:CPU runs jnp.argmax's variadic reduce several times
+  # slower on vocabulary-sized rows.
+  idx = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  return jnp.min(jnp.where(x == best, idx, x.shape[-1]), axis=-1)
+
+
+def choose(scores: Array, s: Settings, key: Array | None = None) -> tuple[Array, Array]:
+  """One token per row and its log-probability under the decoding distribution.
+
+  Greedy (the first most likely token) when ``key`` is None, else a sample
+  (Gumbel-max, as ``jax.random.categorical``). Returns int32 [rows], float32 [rows].
+  """
+  x = filtered(scores, s)
+  best = jnp.max(x, axis=-1, keepdims=True)
+  lse = best[..., 0] + jnp.log(jnp.sum(jnp.exp(x - best), axis=-1))
+  if key is None:
+    return _first_max(x, best), best[..., 0] - lse
+  noisy = x + jax.random.gumbel(key, x.shape, x.dtype)
+  tok = _first_max(noisy, jnp.max(noisy, axis=-1, keepdims=True))
+  return tok, jnp.take_along_axis(x, tok[:, None], axis=-1)[:, 0] - lse

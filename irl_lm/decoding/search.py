@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.decoding.sampling import Settings, log_probs, token_scores
+from irl_lm.decoding.sampling import Settings, choose, token_scores
 from irl_lm.decoding.session import Session
 
 Array = jax.Array
@@ -25,13 +25,9 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
   """
   n = s.max_new_tokens
 
-  def choose(out, i, done):
-    logp = log_probs(token_scores(out, beta, s), s)
-    if s.method == "greedy":
-      tok = jnp.argmax(logp, axis=-1).astype(jnp.int32)
-    else:
-      tok = jax.random.categorical(jax.random.fold_in(rng, i), logp).astype(jnp.int32)
-    lp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+  def pick(out, i, done):
+    key = None if s.method == "greedy" else jax.random.fold_in(rng, i)
+    tok, lp = choose(token_scores(out, beta, s), s, key)
     return jnp.where(done, 0, tok), jnp.where(done, 0.0, lp)
 
   def record(state, i, tok, lp):
@@ -43,7 +39,7 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
   rows = out.logits.shape[0]
   state = (jnp.zeros((rows, n), jnp.int32), jnp.zeros((rows,), jnp.float32),
            jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
-  tok, lp = choose(out, 0, state[3])
+  tok, lp = pick(out, 0, state[3])
   state = record(state, 0, tok, lp)
 
   def cond(loop):
@@ -53,7 +49,7 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
   def body(loop):
     i, carry, tok, state = loop
     out, carry = session.step(params, carry, tok, tq)
-    tok, lp = choose(out, i, state[3])
+    tok, lp = pick(out, i, state[3])
     state = record(state, i, tok, lp)
     return i + 1, carry, tok, state
 

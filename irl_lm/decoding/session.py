@@ -2,7 +2,7 @@
 
 A session turns a prompt batch into the model outputs for the first new token
 (``start``) and then feeds one token per row at a time (``step``). Its carry
-holds the cache and, for decoder-only models, each row's next position.
+holds the cache and each row's next position (used by decoder-only models).
 """
 from __future__ import annotations
 
@@ -29,16 +29,13 @@ def _zeros(shapes: Any) -> Any:
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def _abstract(x: Array) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct(x.shape, x.dtype)
-
-
 class Session(abc.ABC):
   """Base class: cache construction and reordering shared by both model kinds.
 
   Args:
     model: the ``T5`` or ``Decoder`` module.
-    num_new: tokens to generate (the cache holds the prompt plus ``num_new - 1``).
+    num_new: tokens to generate; the self-attention cache holds the prompt (T5:
+      the start token) and ``num_new - 1`` generated tokens.
     repeat: decoding rows per input row (samples or beams), adjacent in the batch.
   """
 
