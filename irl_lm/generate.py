@@ -89,10 +89,14 @@ def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str |
   return model, params, None, load_vocabulary(path)
 
 
-def encode_batch(cfg: ModelConfig, vocabulary: Vocabulary, texts: Sequence[str], width: int
-                 ) -> dict[str, np.ndarray]:
-  """Right-padded token ids [len(texts), width] in the model's input feature."""
-  ids = [_encode(cfg, vocabulary, t) for t in texts]
+def encode_batch(cfg: ModelConfig, vocabulary: Vocabulary, texts: Sequence[str], width: int,
+                 run_layout: bool = False) -> dict[str, np.ndarray]:
+  """Right-padded token ids [len(texts), width] in the model's input feature.
+
+  ``run_layout``: prompts as irl_lm's data lays them out in training (inputs +
+  EOS; decoder-only rows start with 0), for models trained by ``irl_lm.main``.
+  """
+  ids = [_encode(cfg, vocabulary, t, run_layout) for t in texts]
   tokens = np.full((len(ids), width), cfg.pad_id, np.int32)
   for i, row in enumerate(ids):
     tokens[i, :len(row)] = row
@@ -101,8 +105,10 @@ def encode_batch(cfg: ModelConfig, vocabulary: Vocabulary, texts: Sequence[str],
   return {"decoder_input_tokens": tokens, "prompt_lengths": np.array([len(r) for r in ids])}
 
 
-def _encode(cfg: ModelConfig, vocabulary: Vocabulary, text: str) -> list[int]:
+def _encode(cfg: ModelConfig, vocabulary: Vocabulary, text: str, run_layout: bool) -> list[int]:
   ids = list(vocabulary.encode(text))
+  if run_layout:
+    return ([] if cfg.is_encoder_decoder else [0]) + ids + [vocabulary.eos_id]
   if cfg.is_encoder_decoder and not getattr(vocabulary, "adds_special_tokens", False):
     ids.append(cfg.eos_id)
   return ids
@@ -126,7 +132,8 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
   cfg: ModelConfig = model.cfg
   with open(input_path, encoding="utf-8") as f:
     texts = [line.rstrip("\n") for line in f if line.strip()]
-  width = max((len(_encode(cfg, vocabulary, t)) for t in texts), default=1)
+  run_layout = workdir is not None
+  width = max((len(_encode(cfg, vocabulary, t, run_layout)) for t in texts), default=1)
   eos = cfg.eos_id if dec.eos_id is None else dec.eos_id
   kw = generate_kwargs(dec)
   rng = kw.pop("rng")
@@ -135,7 +142,7 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
     for start in range(0, len(texts), batch_size):
       chunk = texts[start:start + batch_size]
       padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compilation
-      batch = encode_batch(cfg, vocabulary, padded, width)
+      batch = encode_batch(cfg, vocabulary, padded, width, run_layout)
       res = generate(model, params, batch, rng=jax.random.fold_in(rng, start),
                      target_q_params=tq, mesh=mesh, **kw)
       tokens, scores, lengths = (np.asarray(x) for x in res)

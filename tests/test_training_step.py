@@ -132,3 +132,23 @@ def test_export_to_hugging_face(tmp_path):
   model, loaded = from_pretrained(str(tmp_path / "hf"), value_heads=True)
   assert_trees_equal(loaded, params)
   assert os.path.exists(tmp_path / "hf" / "value_heads.safetensors")
+
+
+def test_generate_cli_from_workdir(tmp_path):
+  import json
+  import subprocess
+  import sys
+  c = tiny_config("ilql", steps=3)
+  train_and_evaluate(c, str(tmp_path / "run"))
+  (tmp_path / "prompts.txt").write_text("what color is each : sky , coal , lemon , pig ?\n"
+                                        "what color is each : sea , crow , corn , mud ?\n")
+  proc = subprocess.run(
+      [sys.executable, "-m", "irl_lm.generate", f"--workdir={tmp_path / 'run'}",
+       f"--input={tmp_path / 'prompts.txt'}", f"--output={tmp_path / 'out.jsonl'}",
+       "--config.decoding.ilql_beta=4.0", "--config.decoding.max_new_tokens=8"],
+      capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
+  assert [r["prompt"] for r in rows] == ["what color is each : sky , coal , lemon , pig ?",
+                                         "what color is each : sea , crow , corn , mud ?"]
+  assert all(len(r["samples"]) == len(r["scores"]) == 1 for r in rows)
