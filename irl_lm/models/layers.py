@@ -146,21 +146,22 @@ def attend(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None,
   """Grouped-query dot-product attention.
 
   Args:
-    q: [b, tq, h, d]; k, v: [b, tk, g, d] with h a multiple of g.
+    q: [b, tq, h, d]; k, v: [b, g, tk, d] (heads before length, the cache's
+      layout, so decoding never transposes the cache) with h a multiple of g.
     mask: boolean, broadcastable to [b, 1, tq, tk]; True = may attend.
     bias: additive, broadcastable to [b, h, tq, tk] (T5 relative positions).
   """
   b, tq, h, d = q.shape
-  g = k.shape[2]
+  g, tk = k.shape[1], k.shape[2]
   qg = q.reshape(b, tq, g, h // g, d)
-  s = jnp.einsum("bqgrd,bkgd->bgrqk", qg, k, preferred_element_type=jnp.float32)
-  s = s.reshape(b, h, tq, k.shape[1]) * scale
+  s = jnp.einsum("bqgrd,bgkd->bgrqk", qg, k, preferred_element_type=jnp.float32)
+  s = s.reshape(b, h, tq, tk) * scale
   if bias is not None:
     s = s + bias.astype(jnp.float32)
   if mask is not None:
     s = jnp.where(mask, s, NEG_INF)
-  p = jax.nn.softmax(s, axis=-1).astype(v.dtype).reshape(b, g, h // g, tq, k.shape[1])
-  return jnp.einsum("bgrqk,bkgd->bqgrd", p, v).reshape(b, tq, h, d)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype).reshape(b, g, h // g, tq, tk)
+  return jnp.einsum("bgrqk,bgkd->bqgrd", p, v).reshape(b, tq, h, d)
 
 
 class Attention(nn.Module):
@@ -196,16 +197,16 @@ class Attention(nn.Module):
       if cfg.layout == "llama":
         q = rope(q, positions, cfg.rope_theta)
         k = rope(k, positions, cfg.rope_theta)
+      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, g, t, d]
     if self.decode:
-      k, v = self._cached(k if project_kv else None, v if project_kv else None,
-                          x.shape[0], cache_index)
+      k, v = self._cached(k if project_kv else None, v if project_kv else None, cache_index)
     scale = 1.0 if cfg.family == "t5" else cfg.head_dim ** -0.5
     out = attend(q, k, v, mask, bias, scale)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
     return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
                  use_bias=bias_on)(out)
 
-  def _cached(self, k: Array | None, v: Array | None, batch: int,
+  def _cached(self, k: Array | None, v: Array | None,
               cache_index: Array | None) -> tuple[Array, Array]:
     initialized = self.has_variable("cache", "cached_key")
     if self.cross:
@@ -218,8 +219,8 @@ class Attention(nn.Module):
     cv = self.variable("cache", "cached_value", jnp.zeros_like, v)
     if not initialized:  # init call: shapes only, attend over the inputs
       return k, v
-    ck.value = lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, cache_index, 0, 0))
-    cv.value = lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, cache_index, 0, 0))
+    ck.value = lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, 0, cache_index, 0))
+    cv.value = lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, 0, cache_index, 0))
     return ck.value, cv.value
 
 
