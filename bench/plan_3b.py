@@ -1,8 +1,10 @@
 """Runs the AOT planner on every 3B config for each target and writes a markdown table.
 
-  python bench/plan_3b.py      # needs the tpu extra (libtpu) for the TPU rows; ~15 min on 2 cores
+  python bench/plan_3b.py [--only=v4]   # needs the tpu extra (libtpu); ~20 min on 2 cores
 
 Writes bench/results/plan_3b.json and bench/results/plan_3b.md (the README table).
+``--only=SUBSTRING`` re-plans just the targets whose name contains it and keeps
+the other rows of the existing JSON.
 """
 import json
 import os
@@ -29,13 +31,23 @@ def run(config: str, target: list[str]) -> dict:
 
 
 def main() -> None:
+  only = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")), "")
+  path = os.path.join(ROOT, "bench", "results", "plan_3b.json")
+  old = {}
+  if only and os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
   results = {}
   for config in CONFIGS:
     for name, target in TARGETS.items():
+      key = f"{config} | {name}"
+      if only and only not in name and key in old:
+        results[key] = old[key]
+        continue
       print(f"planning {config} on {name}", flush=True)
-      results[f"{config} | {name}"] = run(config, target)
-  os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-  with open(os.path.join(ROOT, "bench", "results", "plan_3b.json"), "w") as f:
+      results[key] = run(config, target)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
     json.dump(results, f, indent=2)
   g = lambda b: f"{b / 2**30:.2f}"
   lines = ["| config | target | mesh | params | opt state | activations + temp | train total (GiB / share) | decode total | fits (15% headroom) |",

@@ -17,7 +17,7 @@ def get_config():
   c.loss.name = "ilql"
   c.data.task = "embedded_ilql"
   c.data.inputs_length = 32
-  c.data.targets_length = 16
+  c.data.targets_length = 20
   c.data.batch_size = 32
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 100

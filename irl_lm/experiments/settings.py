@@ -60,9 +60,11 @@ def config_for(run: Run, steps: int) -> ml_collections.ConfigDict:
   c.model.value_heads = run.loss == "ilql"
   c.loss.name = run.loss
   c.loss.iqlearn.lam = run.lam
+  c.loss.ilql.tau = 0.9  # a high expectile: V tracks the best logged continuation
+  c.loss.ilql.gamma = 1.0  # one sparse reward at the end of a short response
   c.data.task = run.task
   c.data.inputs_length = 64 if run.task != "embedded_ilql" else 32
-  c.data.targets_length = 32 if run.task != "embedded_ilql" else 16
+  c.data.targets_length = 32 if run.task != "embedded_ilql" else 20
   c.data.batch_size = 32
   c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = min(100, steps // 10 + 1)
