@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-CONFIGS = ["t5_xl_iqlearn", "t5_xl_ilql", "llama_3b_iqlearn", "llama_3b_ilql"]
+CONFIGS = ["t5_xl_iqlearn.py", "t5_xl_ilql.py", "llama_3b.py:iqlearn", "llama_3b.py:ilql"]
 TARGETS = {"TPU v5e-16 (16 GiB/chip)": ["--topology=v5e:4x4"],
            "TPU v4-32 (16 chips x 32 GiB = 32 cores x 16 GiB)": ["--topology=v4:2x2x4"],
            "8 GPUs x 80 GiB (CPU stand-in)": ["--devices=8", "--device_memory=80GiB"]}
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(config: str, target: list[str]) -> dict:
   with tempfile.NamedTemporaryFile(suffix=".json") as out:
-    cmd = [sys.executable, "-m", "irl_lm.plan", f"--config={ROOT}/configs/{config}.py",
+    cmd = [sys.executable, "-m", "irl_lm.plan", f"--config={ROOT}/configs/{config}",
            "--config.model.init_from=/models/none", f"--json_out={out.name}", *target]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode not in (0, 1):

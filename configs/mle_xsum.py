@@ -1,31 +1,17 @@
-"""MLE on XSUM with T5: the baseline IQLearn is compared against (identical but for the loss).
+"""MLE on XSUM with T5: the baseline for configs/iqlearn_xsum.py, identical but for the loss.
 
   python -m irl_lm.main --config=configs/mle_xsum.py --workdir=gs://BUCKET/xsum_mle \
     --config.model.init_from=/path/to/flan-t5-base --config.data.tfds_data_dir=/path/to/tfds
-
-XSUM needs a manual TFDS download (the error says how). ``model.size`` picks
-t5-small ... t5-xl when training from scratch; ``init_from`` overrides it.
 """
-from irl_lm.training.config import base_config
+import importlib.util
+import os
 
 
 def get_config():
-  c = base_config()
-  c.model.size = "t5-base"
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iqlearn_xsum.py")
+  spec = importlib.util.spec_from_file_location("iqlearn_xsum", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
   c.loss.name = "mle"
-  c.data.task = "xsum"
-  c.data.vocabulary = "sentencepiece"
-  c.data.inputs_length = 512
-  c.data.targets_length = 64
-  c.data.batch_size = 64
-  c.optimizer.learning_rate = 1e-4
-  c.optimizer.warmup_steps = 1000
-  c.optimizer.weight_decay = 0.0
-  c.train.steps = 20000
-  c.train.log_every = 100
-  c.train.eval_every = 2000
-  c.train.checkpoint_every = 2000
-  c.train.best_metric = "eval/rougeL"
-  c.eval.num_examples = 1000
-  c.eval.batch_size = 64
   return c
