@@ -33,7 +33,16 @@ def _embedded_loader(task: str, data_seed: int) -> Callable[[str], dict[str, np.
   def load(split: str) -> dict[str, np.ndarray]:
     examples = embedded.generate(task, split, data_seed)
     columns = {k: np.array([ex[k] for ex in examples], dtype=object) for k in ("inputs", "targets")}
-    if "reward" in examples[0]:
+    if "turns" in examples[0]:  # dense rewards: one action turn per rewarded piece
+      width = max(len(ex["turns"]) for ex in examples)
+      texts = np.full((len(examples), width), "", dtype=object)
+      rewards = np.zeros((len(examples), width), np.float32)
+      for r, ex in enumerate(examples):
+        for t, (text, reward) in enumerate(ex["turns"]):
+          texts[r, t], rewards[r, t] = text, reward
+      columns.update(turn_texts=texts, turn_rewards=rewards,
+                     turn_is_action=(texts != "").astype(np.int32))
+    elif "reward" in examples[0]:
       columns["reward"] = np.array([ex["reward"] for ex in examples], np.float32)
     return columns
   return load

@@ -60,8 +60,6 @@ def config_for(run: Run, steps: int) -> ml_collections.ConfigDict:
   c.model.value_heads = run.loss == "ilql"
   c.loss.name = run.loss
   c.loss.iqlearn.lam = run.lam
-  c.loss.ilql.tau = 0.9  # a high expectile: V tracks the best logged continuation
-  c.loss.ilql.gamma = 1.0  # one sparse reward at the end of a short response
   c.data.task = run.task
   c.data.inputs_length = 64 if run.task != "embedded_ilql" else 32
   c.data.targets_length = 32 if run.task != "embedded_ilql" else 20

@@ -7,7 +7,10 @@ Reward (`score`, defined for any text): the response is split into clauses at
 `,` and `.`; clause i earns a point when it reads ``<object i> is <a colour of
 object i>``. The reward is points / max(4, number of clauses), in [0, 1]: 1.0 only
 for four correct clauses in prompt order, and padding with extra clauses is
-penalised. It is given once per sequence, on the response's EOS.
+penalised. In the logged data the reward is dense: each clause's point (1/4)
+sits on that clause's colour token, and the response's last token carries the
+remainder (zero unless clauses were added or missing), so a sequence's rewards
+always sum to `score`. `clause_turns` gives that split for any response.
 
 Behaviour policy (the logger): a 50/50 mixture of two half-specialists. One
 names the colours of objects 1-2 correctly with probability 0.8 and of objects
@@ -95,12 +98,42 @@ def behaviour_response(rng: random.Random, objects: list[str]) -> str:
   return " , ".join(clauses) + " ."
 
 
-def make_example(rng: random.Random) -> dict[str, str | float]:
-  """One logged row: {"inputs": prompt, "targets": response, "reward": score}."""
+def clause_turns(prompt: str, response: str) -> list[tuple[str, float]]:
+  """The response as (text, reward) turns whose texts join to it and rewards sum to `score`.
+
+  Each ``, ``-separated clause is a turn rewarded with its own point
+  (1 / max(4, clauses)); the final `` .`` turn carries the rest of the score.
+  """
+  parts = response.rsplit(" .", 1)
+  body, tail = (parts[0], " ." + parts[1]) if len(parts) == 2 else (response, "")
+  clauses = body.split(" , ")
+  n = max(len(prompt_objects(prompt)), len(clauses))
+  turns = []
+  for i, clause in enumerate(clauses):
+    text = clause if i == 0 else " , " + clause
+    turns.append((text, _clause_point(prompt, i, clause) / n))
+  rest = score(prompt, response) - sum(r for _, r in turns)
+  if tail:
+    turns.append((tail, rest))
+  else:
+    turns[-1] = (turns[-1][0], turns[-1][1] + rest)
+  return turns
+
+
+def _clause_point(prompt: str, i: int, clause: str) -> float:
+  objects = prompt_objects(prompt)
+  words = clause.split()
+  return float(i < len(objects) and len(words) == 3 and words[0] == objects[i]
+               and words[1] == "is" and words[2] in COLORS_OF.get(objects[i], ()))
+
+
+def make_example(rng: random.Random) -> dict[str, str | float | list]:
+  """One logged row: {"inputs": prompt, "targets": response, "reward": score, "turns": ...}."""
   objects = rng.sample(sorted(COLORS_OF), NUM_SLOTS)
   prompt = f"{_PROMPT_PREFIX} {' , '.join(objects)} ?"
   response = behaviour_response(rng, objects)
-  return {"inputs": prompt, "targets": response, "reward": score(prompt, response)}
+  return {"inputs": prompt, "targets": response, "reward": score(prompt, response),
+          "turns": clause_turns(prompt, response)}
 
 
 def reward_metric(targets: list[str], predictions: list[str]) -> dict[str, float]:
