@@ -8,13 +8,13 @@ from irl_lm.losses.polyak import polyak_update
 from irl_lm.losses.schedule import lam_schedule
 
 __all__ = [
-    "ilql_loss",
-    "implied_rewards",
-    "iqlearn_loss",
-    "lam_schedule",
-    "masked_mean",
-    "mle_loss",
-    "next_state",
-    "next_value",
-    "polyak_update",
+  "ilql_loss",
+  "implied_rewards",
+  "iqlearn_loss",
+  "lam_schedule",
+  "masked_mean",
+  "mle_loss",
+  "next_state",
+  "next_value",
+  "polyak_update",
 ]

@@ -7,8 +7,8 @@ Scalar = Union[float, jax.Array]
 
 
 def polyak_update(target: object, online: object, rate: Scalar) -> object:
-    """Return rate * online + (1 - rate) * target, leaf-wise over matching pytrees.
+  """Return rate * online + (1 - rate) * target, leaf-wise over matching pytrees.
 
-    Each new leaf keeps the dtype of its target leaf.
-    """
-    return jax.tree.map(lambda t, o: (rate * o + (1 - rate) * t).astype(t.dtype), target, online)
+  Each new leaf keeps the dtype of its target leaf.
+  """
+  return jax.tree.map(lambda t, o: (rate * o + (1 - rate) * t).astype(t.dtype), target, online)
