@@ -144,30 +144,6 @@ def activate(mesh: Mesh, rules: Rules) -> Iterator[None]:
     yield
 
 
-def data_shard_info(mesh: Mesh) -> tuple[int, int]:
-  """(index, count) of this process among the processes feeding distinct data.
-
-  Processes whose devices hold the same batch rows (e.g. when the data axes do
-  not span hosts) share an index, so they read the same examples.
-  """
-  batch_axes = [a for a in ("data", "fsdp") if a in mesh.axis_names]
-  devs = mesh.devices
-  # Coordinates of each device along the batch axes -> row-block id.
-  idx = np.indices(devs.shape)
-  block = np.zeros(devs.shape, dtype=np.int64)
-  for ax in batch_axes:
-    pos = mesh.axis_names.index(ax)
-    block = block * devs.shape[pos] + idx[pos]
-  me = jax.process_index()
-  mine = sorted({int(b) for b, d in zip(block.ravel(), devs.ravel())
-                 if d.process_index == me})
-  all_blocks = {}
-  for b, d in zip(block.ravel(), devs.ravel()):
-    all_blocks.setdefault(d.process_index, set()).add(int(b))
-  groups = sorted({tuple(sorted(v)) for v in all_blocks.values()})
-  return groups.index(tuple(mine)), len(groups)
-
-
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, rules: Rules) -> dict[str, jax.Array]:
   """This process's rows -> global arrays split over the mesh's batch axes."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)

@@ -83,7 +83,3 @@ def test_indivisible_dims_fall_back_to_replication():
   assert spec == jax.sharding.PartitionSpec(None, "fsdp")  # tensor=8 divides neither
   spec = shd.logical_to_spec(("mlp", "vocab"), shd.DEFAULT_RULES, mesh, (64, 96))
   assert spec == jax.sharding.PartitionSpec("tensor", "fsdp")
-
-
-def test_data_shard_info_single_process():
-  assert shd.data_shard_info(shd.make_mesh((2, 2, 2))) == (0, 1)

@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from irl_lm import data
 from irl_lm import sharding as shd
 from irl_lm.models import build_model
 from irl_lm.training import builders, evaluation, flops
@@ -55,7 +56,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise ValueError(f"config.data.batch_size={config.data.batch_size} is not divisible by the "
                      f"mesh's data x fsdp = {mesh.shape['data'] * mesh.shape['fsdp']}")
 
-  shard_index, num_shards = shd.data_shard_info(mesh)
+  shard = data.shard_info_from_mesh(mesh)
+  shard_index, num_shards = shard.index, shard.num_shards
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
   kind = builders.model_kind(model_cfg)
   ckpt = Checkpointer(workdir, config.train)
