@@ -52,6 +52,25 @@ def test_example_trains_and_evaluates(project):
   assert compute_metrics(ilql, examples, [a for _, a in QA[2:]])["rougeL"] == pytest.approx(100.0)
 
 
+def test_readme_command_trains_on_the_example(project):
+  """The README's `--config.data.task=my_tasks:my_task` run, in-process and shortened."""
+  import importlib.util
+  from irl_lm.training.trainer import train_and_evaluate
+  spec = importlib.util.spec_from_file_location(
+      "quickstart", os.path.join(os.path.dirname(__file__), os.pardir, "configs", "quickstart.py"))
+  quickstart = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(quickstart)
+  config = quickstart.get_config()
+  config.data.task = "my_tasks:my_task"
+  config.eval.num_examples = 2
+  config.data.batch_size = 4
+  config.train.steps = 2
+  config.mesh.num_devices = 1
+  config.train.peak_flops_per_device = 1e11
+  metrics = train_and_evaluate(config, str(project / "run"))
+  assert np.isfinite(metrics["train/loss"]) and "eval/accuracy" in metrics
+
+
 def test_readme_shows_the_example_verbatim():
   with open(EXAMPLE, encoding="utf-8") as f:
     code = f.read()

@@ -152,3 +152,27 @@ def test_generate_cli_from_workdir(tmp_path):
   assert [r["prompt"] for r in rows] == ["what color is each : sky , coal , lemon , pig ?",
                                          "what color is each : sea , crow , corn , mud ?"]
   assert all(len(r["samples"]) == len(r["scores"]) == 1 for r in rows)
+
+
+def test_adafactor_step():
+  c = tiny_config("ilql")
+  c.optimizer.name = "adafactor"
+  state, step, it = setup(c)
+  p0 = jax.device_get(state.params)
+  new, metrics = step(state, next(it))
+  assert np.isfinite(float(metrics["loss"])) and int(new.nonfinite) == 0
+  assert not np.allclose(np.asarray(new.params["shared"]["embedding"]), p0["shared"]["embedding"])
+
+
+def test_init_from_hugging_face_checkpoint(tmp_path):
+  """--config.model.init_from starts from the checkpoint's weights (placed on the mesh)."""
+  from irl_lm.models import init_params, preset, save_pretrained
+  cfg = preset("t5-tiny", vocab_size=256)
+  hf = init_params(cfg, jax.random.key(42))
+  save_pretrained(build_model(cfg), hf, str(tmp_path / "hf"))
+  c = tiny_config("iqlearn", steps=1, mesh=(2, 2, 2), num_devices=0)
+  c.model.init_from = str(tmp_path / "hf")
+  c.optimizer.learning_rate = 1e-9
+  train_and_evaluate(c, str(tmp_path / "run"))
+  params, _ = trained_params(str(tmp_path / "run"))
+  assert_trees_close(params, hf, atol=1e-6)
