@@ -1,6 +1,6 @@
 """Quickstart: a tiny T5 trained with IQLearn on the embedded summarisation task.
 
-Runs in a few minutes on 2 CPU cores:
+Runs in about a minute on 2 CPU cores:
   python -m irl_lm.main --config=configs/quickstart.py --workdir=/tmp/irl_lm_quickstart
 """
 from irl_lm.training.config import base_config
