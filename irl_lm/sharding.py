@@ -132,6 +132,12 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, spec)
 
 
+def with_shardings(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of ``tree`` carrying ``shardings`` (for AOT lowering and restores)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      tree, shardings)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   """A fully replicated sharding on ``mesh``."""
   return NamedSharding(mesh, P())

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 
 from irl_lm.models import param_logical_specs
 from irl_lm.planning import parse_memory, plan_decode, plan_train, planned_model_config

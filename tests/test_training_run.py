@@ -1,7 +1,6 @@
 """End-to-end training runs: each loss, 1 vs 8 devices, resume and mesh changes."""
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -32,7 +31,6 @@ def test_each_loss_same_on_one_and_eight_devices(loss, tmp_path):
 def test_loss_falls(tmp_path):
   c = tiny_config("iqlearn", steps=40)
   c.train.log_every = 10
-  from irl_lm.training import trainer
   train_and_evaluate(c, str(tmp_path))
   import tensorflow as tf
   losses = []

@@ -2,12 +2,10 @@
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from irl_lm import data
-from irl_lm import sharding as shd
 from irl_lm.models import build_model, from_pretrained
 from irl_lm.training import builders
 from irl_lm.training.checkpoints import Checkpointer

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.heads import ModelOutput, ValueHeads
 from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
-                                  dense, embedding, norm)
+                                  dense, embedding, norm, positions, segment_ids)
 
 Array = jax.Array
 
@@ -65,13 +65,10 @@ class Decoder(nn.Module):
                decode: bool = False, target_q_params: Any | None = None) -> ModelOutput:
     cfg = self.cfg
     tokens = batch["decoder_input_tokens"]
-    seg = batch.get("decoder_segment_ids")
-    seg = jnp.ones_like(tokens, jnp.int32) if seg is None else seg.astype(jnp.int32)
-    pos = batch.get("decoder_positions")
-    if pos is None:
-      if decode:
-        raise ValueError("decode=True needs batch['decoder_positions']")
-      pos = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    if decode and "decoder_positions" not in batch:
+      raise ValueError("decode=True needs batch['decoder_positions']")
+    seg = segment_ids(batch, "decoder", tokens)
+    pos = positions(batch, "decoder", tokens)
     x = self.embed(tokens)
     if cfg.layout == "gpt2":
       x = x + self.wpe(pos)

@@ -262,6 +262,24 @@ class LayerStack(nn.Module):
     return x
 
 
+def segment_ids(batch: Any, prefix: str, tokens: Array, pad_id: int | None = None) -> Array:
+  """``{prefix}_segment_ids`` if given; else non-pad tokens (``pad_id``) or all ones."""
+  seg = batch.get(f"{prefix}_segment_ids")
+  if seg is not None:
+    return seg.astype(jnp.int32)
+  if pad_id is None:
+    return jnp.ones_like(tokens, jnp.int32)
+  return (tokens != pad_id).astype(jnp.int32)
+
+
+def positions(batch: Any, prefix: str, tokens: Array) -> Array:
+  """``{prefix}_positions`` if given (packed or left-padded rows), else 0..t-1."""
+  pos = batch.get(f"{prefix}_positions")
+  if pos is not None:
+    return pos.astype(jnp.int32)
+  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+
+
 def causal_mask(q_seg: Array, k_seg: Array, q_slot: Array, k_slot: Array) -> Array:
   """[b, 1, tq, tk] mask: same segment, key slot not after query slot."""
   same = q_seg[:, :, None] == k_seg[:, None, :]

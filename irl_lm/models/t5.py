@@ -12,7 +12,8 @@ import numpy as np
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.heads import ModelOutput, ValueHeads
 from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
-                                  dense, embedding, norm, padding_mask)
+                                  dense, embedding, norm, padding_mask, positions,
+                                  segment_ids)
 
 Array = jax.Array
 
@@ -92,20 +93,6 @@ class DecoderBlock(nn.Module):
     return constrain(x, ("batch", "length", "embed")), None
 
 
-def _segments(batch: Mapping[str, Array], prefix: str, tokens: Array, pad_id: int) -> Array:
-  seg = batch.get(f"{prefix}_segment_ids")
-  if seg is not None:
-    return seg.astype(jnp.int32)
-  return (tokens != pad_id).astype(jnp.int32)
-
-
-def _positions(batch: Mapping[str, Array], prefix: str, tokens: Array) -> Array:
-  pos = batch.get(f"{prefix}_positions")
-  if pos is not None:
-    return pos.astype(jnp.int32)
-  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
-
-
 class T5(nn.Module):
   """T5 encoder-decoder.
 
@@ -137,8 +124,8 @@ class T5(nn.Module):
     """Encoder hidden states [b, t_enc, d_model]."""
     cfg = self.cfg
     tokens = batch["encoder_input_tokens"]
-    seg = _segments(batch, "encoder", tokens, cfg.pad_id)
-    pos = _positions(batch, "encoder", tokens)
+    seg = segment_ids(batch, "encoder", tokens, cfg.pad_id)
+    pos = positions(batch, "encoder", tokens)
     x = self.dropout(self.shared(tokens), deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
     x = self.encoder(x, padding_mask(seg, seg), self.enc_relpos(pos, pos),
@@ -157,19 +144,18 @@ class T5(nn.Module):
     """
     cfg = self.cfg
     tokens = batch["decoder_input_tokens"]
-    dseg = batch.get("decoder_segment_ids")
-    dseg = jnp.ones_like(tokens, jnp.int32) if dseg is None else dseg.astype(jnp.int32)
+    dseg = segment_ids(batch, "decoder", tokens)
     x = self.dropout(self.shared(tokens), deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
     enc_seg = None
     if encoded is not None:
-      enc_seg = _segments(batch, "encoder", batch["encoder_input_tokens"], cfg.pad_id)
+      enc_seg = segment_ids(batch, "encoder", batch["encoder_input_tokens"], cfg.pad_id)
     cache_index = None
     if decode:
       cache_index, self_mask, q_pos, enc_seg = self.decode_state(dseg, enc_seg)
       bias = self.dec_relpos(q_pos, jnp.arange(self_mask.shape[-1]))[None]
     else:
-      pos = _positions(batch, "decoder", tokens)
+      pos = positions(batch, "decoder", tokens)
       self_mask = causal_mask(dseg, dseg, pos, pos)
       bias = self.dec_relpos(pos, pos)
     x = self.decoder(x, encoded, self_mask, bias, padding_mask(dseg, enc_seg), cache_index,

@@ -139,9 +139,8 @@ def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
   d = config.data
   batch = abstract_batch(cfg, d.batch_size, d.inputs_length, d.targets_length)
   b_shard = shd.batch_sharding(mesh, rules)
-  with_sh = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
-  state_in = jax.tree.map(with_sh, abstract, shardings)
-  batch_in = {k: with_sh(v, b_shard) for k, v in batch.items()}
+  state_in = shd.with_shardings(abstract, shardings)
+  batch_in = shd.with_shardings(batch, {k: b_shard for k in batch})
   with shd.activate(mesh, rules):
     step = jax.jit(make_train_step(build_model(cfg), config, tx, schedule),
                    in_shardings=(shardings, b_shard),
@@ -188,12 +187,11 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   c_shard = jax.tree_util.tree_map_with_path(lambda path, x: _cache_sharding(path, x, mesh, rules),
                                              cache)
   b_shard = shd.batch_sharding(mesh, rules)
-  with_sh = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
   with shd.activate(mesh, rules):
     step = jax.jit(lambda p, c, t: apply(p, c, t)[1]["cache"], donate_argnums=1,
                    out_shardings=c_shard)
-    compiled = step.lower(jax.tree.map(with_sh, abstract_params, p_shard),
-                          jax.tree.map(with_sh, cache, c_shard),
+    compiled = step.lower(shd.with_shardings(abstract_params, p_shard),
+                          shd.with_shardings(cache, c_shard),
                           jax.ShapeDtypeStruct((b, 1), jnp.int32, sharding=b_shard)).compile()
   args, outs, temp, alias = _memory(compiled)
   params = _shard_bytes(abstract_params, p_shard)

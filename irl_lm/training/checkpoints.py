@@ -10,15 +10,12 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+
+from irl_lm import sharding as shd
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model_config.json"
-
-
-def _abstract(abstract_state: Any, shardings: Any) -> Any:
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_state, shardings)
 
 
 class Checkpointer:
@@ -61,7 +58,7 @@ class Checkpointer:
     ``shardings`` may describe a different mesh than the one that saved.
     """
     out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(abstract_state, shardings)),
+        state=ocp.args.StandardRestore(shd.with_shardings(abstract_state, shardings)),
         data=ocp.args.JsonRestore()))
     return out.state, out.data
 
@@ -100,7 +97,6 @@ def load_for_generation(workdir: str, step: int | None = None
 
   Restores ``step`` (default: the latest) onto the local devices.
   """
-  from irl_lm import sharding as shd
   from irl_lm.models import ModelConfig, build_model
   from irl_lm.training import builders
   from irl_lm.training.optim import make_optimizer
