@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "sacrebleu>=2.4",
     "matplotlib>=3.8",
     "tqdm>=4.66",
+    "tensorboard>=2.18",  # tf.summary writer; tensorflow 2.21 no longer installs it
+    "etils[epath]>=1.7",
     "numpy>=1.26",
 ]
 

@@ -5,17 +5,29 @@
 transformers' PyTorch ``from_pretrained(HF_DIR)`` then loads it; ILQL value
 heads go to ``HF_DIR/value_heads.safetensors``.
 """
-from absl import app, flags
+import os
+
+from absl import flags
+
+from irl_lm import cli
+from irl_lm.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Trained irl_lm workdir.")
 flags.DEFINE_string("output", None, "Directory to write.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest that restores).")
+flags.DEFINE_bool("overwrite", False, "Replace the model files already in --output.")
 flags.mark_flags_as_required(["workdir", "output"])
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  del argv
+  cli.no_arguments(argv)
+  existing = [f for f in ("config.json", "model.safetensors", "model.safetensors.index.json")
+              if os.path.exists(os.path.join(FLAGS.output, f))]
+  if existing and not FLAGS.overwrite:
+    raise ConfigError("the output directory already holds a model; pass --overwrite to replace "
+                      "it", f"--output={FLAGS.output}", expected="a new or empty directory",
+                      found=", ".join(existing))
   from irl_lm.models import save_pretrained
   from irl_lm.training.checkpoints import load_for_generation
   model, params, _, _ = load_for_generation(FLAGS.workdir, FLAGS.step)
@@ -24,4 +36,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -25,11 +26,13 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from irl_lm import cli
 from irl_lm import sharding as shd
 from irl_lm.decoding import default_config, generate, generate_kwargs
+from irl_lm.errors import ConfigError, InputError, MissingError
 from irl_lm.models import ModelConfig, from_pretrained
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face checkpoint directory.")
@@ -39,8 +42,10 @@ _VOCAB = flags.DEFINE_string("vocab", None, "tokenizer.json or SentencePiece .mo
 _INPUT = flags.DEFINE_string("input", None, "Prompts, one per line.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Output JSON lines file.", required=True)
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
+_DEFAULT = ml_collections.ConfigDict({"decoding": default_config()})
 _CONFIG = config_flags.DEFINE_config_dict(
-    "config", ml_collections.ConfigDict({"decoding": default_config()}))
+    "config", _DEFAULT, sys_argv=cli.known_overrides("config", _DEFAULT, sys.argv))
 
 
 class Vocabulary(Protocol):
@@ -55,7 +60,12 @@ class HFTokenizer:
 
   def __init__(self, path: str):
     from transformers import PreTrainedTokenizerFast
-    self._tok = PreTrainedTokenizerFast(tokenizer_file=path)
+    try:
+      self._tok = PreTrainedTokenizerFast(tokenizer_file=path)
+    except Exception as e:  # pylint: disable=broad-except  # the tokenizers library's parse error
+      raise InputError(f"not a readable tokenizer.json ({' '.join(str(e).split())[:160]})",
+                       path) from None
+    self.vocab_size = len(self._tok)
 
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=True)
@@ -77,14 +87,14 @@ def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str |
          ) -> tuple[Any, Any, Any | None, Vocabulary]:
   """(model, params, target Q params or None, vocabulary) from a HF dir or a run."""
   if (hf_dir is None) == (workdir is None):
-    raise app.UsageError("give exactly one of --hf_dir and --workdir")
+    raise ConfigError("give exactly one of --hf_dir and --workdir", "command line")
   if workdir is not None:
     from irl_lm.training.checkpoints import load_for_generation
     model, params, tq, vocabulary = load_for_generation(workdir, step=step)
     return model, params, tq, load_vocabulary(vocab) if vocab else vocabulary
   path = vocab or os.path.join(hf_dir, "tokenizer.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no tokenizer (pass --vocab)")
+    raise MissingError("no tokenizer (pass --vocab)", path)
   model, params = from_pretrained(hf_dir, value_heads=value_heads, mesh=mesh)
   return model, params, None, load_vocabulary(path)
 
@@ -122,16 +132,54 @@ def decode_row(tokens: np.ndarray, length: int, eos_id: int, vocabulary: Vocabul
   return vocabulary.decode(ids)
 
 
+def read_prompts(path: str) -> list[str]:
+  """The non-blank lines of a UTF-8 prompts file; errors name the file and line."""
+  if not os.path.isfile(path):
+    raise MissingError("no prompts file", f"--input={path}")
+  texts = []
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise InputError("not UTF-8 text", f"{path}:{lineno}, byte {e.start}",
+                         expected="UTF-8", found=repr(raw[e.start:e.start + 4])) from None
+      if line.strip():
+        texts.append(line.rstrip("\r\n"))
+  if not texts:
+    raise InputError("no prompts (every line is blank)", f"--input={path}")
+  return texts
+
+
+def check_vocabulary(vocabulary: Vocabulary, cfg: ModelConfig, where: str) -> None:
+  """The tokenizer must not produce ids the model has no embedding for."""
+  size = getattr(vocabulary, "vocab_size", None)
+  if size is not None and size > cfg.vocab_size:
+    raise ConfigError("tokenizer larger than the model's vocabulary", where,
+                      expected=f"<= {cfg.vocab_size} tokens", found=size)
+
+
 def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
         hf_dir: str | None = None, workdir: str | None = None, step: int | None = None,
-        vocab: str | None = None, batch_size: int = 16) -> None:
+        vocab: str | None = None, batch_size: int = 16, overwrite: bool = True) -> None:
   """Reads prompts, generates in batches of ``batch_size`` and writes JSON lines."""
+  from irl_lm.training.config import base_config, validate
   dec = config.decoding
+  full = base_config()
+  full.decoding = dec
+  validate(full)
+  if batch_size < 1:
+    raise ConfigError("value out of range", "--batch_size", expected="value >= 1",
+                      found=batch_size)
+  if os.path.exists(output_path) and not overwrite:
+    raise ConfigError("the output file exists; pass --overwrite to replace it",
+                      f"--output={output_path}")
+  texts = read_prompts(input_path)
   mesh = shd.make_mesh() if jax.device_count() > 1 else None
   model, params, tq, vocabulary = load(hf_dir, workdir, step, vocab, dec.ilql_beta != 0, mesh)
   cfg: ModelConfig = model.cfg
-  with open(input_path, encoding="utf-8") as f:
-    texts = [line.rstrip("\n") for line in f if line.strip()]
+  check_vocabulary(vocabulary, cfg, f"--vocab={vocab}" if vocab else
+                   f"the tokenizer of {hf_dir or workdir}")
   run_layout = workdir is not None
   width = max((len(_encode(cfg, vocabulary, t, run_layout)) for t in texts), default=1)
   eos = cfg.eos_id if dec.eos_id is None else dec.eos_id
@@ -155,11 +203,11 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(list(argv))
   run(_CONFIG.value, input_path=_INPUT.value, output_path=_OUTPUT.value, hf_dir=_HF_DIR.value,
-      workdir=_WORKDIR.value, step=_STEP.value, vocab=_VOCAB.value, batch_size=_BATCH.value)
+      workdir=_WORKDIR.value, step=_STEP.value, vocab=_VOCAB.value, batch_size=_BATCH.value,
+      overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

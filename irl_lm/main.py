@@ -1,6 +1,16 @@
-"""Train, evaluate and checkpoint: ``python -m irl_lm.main --config=CONFIG --workdir=DIR``."""
-from absl import app, flags, logging
+"""Train, evaluate and checkpoint: ``python -m irl_lm.main --config=CONFIG --workdir=DIR``.
+
+Exit status: 0 done, 2 a user error (one ``error:`` line on stderr), 75
+pre-empted after saving a checkpoint (rerun the same command to resume).
+"""
+import os
+import sys
+
+from absl import flags, logging
 from ml_collections import config_flags
+
+from irl_lm import cli
+from irl_lm.errors import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -9,15 +19,28 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
-  del argv
+  cli.no_arguments(argv)
   from irl_lm.training.config import validate
-  from irl_lm.training.trainer import train_and_evaluate
   from irl_lm.training.distributed import maybe_initialize
+  from irl_lm.training.preemption import EXIT_PREEMPTED, Preempted
+  from irl_lm.training.trainer import train_and_evaluate
   validate(FLAGS.config)
+  if "://" not in FLAGS.workdir and os.path.exists(FLAGS.workdir) \
+      and not os.path.isdir(FLAGS.workdir):
+    raise ConfigError("the workdir is not a directory", f"--workdir={FLAGS.workdir}")
   maybe_initialize(FLAGS.config.distributed)
-  logging.info("config:\n%s", FLAGS.config)
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  logging.info("training in %s (full config: config.json, full log: log.txt there)",
+               FLAGS.workdir)
+  try:
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(EXIT_PREEMPTED)
+
+
+def log_file() -> str:
+  return os.path.join(FLAGS.workdir, "log.txt")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, log_file=log_file)

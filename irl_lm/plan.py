@@ -10,8 +10,11 @@ plan does not fit within the device memory less ``--headroom``.
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from irl_lm import cli
+from irl_lm.errors import ConfigError
 
 config_flags.DEFINE_config_file("config", None, "Config file to plan.", lock_config=True)
 flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4 or v4:2x2x4.")
@@ -25,9 +28,15 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  del argv
+  cli.no_arguments(argv)
   if (FLAGS.topology is None) == (FLAGS.devices is None):
-    raise app.UsageError("give exactly one of --topology or --devices")
+    raise ConfigError("give exactly one of --topology and --devices", "command line")
+  if FLAGS.devices is not None and FLAGS.devices < 1:
+    raise ConfigError("value out of range", "--devices", expected="value >= 1",
+                      found=FLAGS.devices)
+  if not 0 <= FLAGS.headroom < 1:
+    raise ConfigError("value out of range", "--headroom", expected="0 <= value < 1",
+                      found=FLAGS.headroom)
   import jax
   if FLAGS.devices:
     jax.config.update("jax_platforms", "cpu")
@@ -35,10 +44,14 @@ def main(argv: list[str]) -> None:
   from irl_lm.planning import parse_memory, plan_decode, plan_train, tpu_devices
   from irl_lm.training.config import validate
   validate(FLAGS.config)
+  memory = parse_memory(FLAGS.device_memory)
+  if memory <= 0:
+    raise ConfigError("value out of range", "--device_memory", expected="a size > 0",
+                      found=repr(FLAGS.device_memory))
   if FLAGS.topology:
     devices, memory, where = tpu_devices(FLAGS.topology)
   else:
-    devices, memory = jax.devices()[:FLAGS.devices], parse_memory(FLAGS.device_memory)
+    devices = jax.devices()[:FLAGS.devices]
     where = f"{FLAGS.devices} simulated devices with {memory / 2**30:.0f} GiB each"
   print(f"planning on {where}")
   plans = [plan_train(FLAGS.config, devices, memory)]
@@ -67,4 +80,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

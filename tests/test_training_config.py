@@ -39,19 +39,19 @@ def _with(**changes):
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(train__stepz=3), r"unknown config key 'config.train.stepz'"),
-    (dict(model__size="t5-huge"), r"config.model.size='t5-huge': expected one of"),
-    (dict(loss__name="ppo"), r"config.loss.name='ppo': expected one of"),
-    (dict(optimizer__name="sgd"), r"config.optimizer.name='sgd'"),
-    (dict(optimizer__schedule="step"), r"config.optimizer.schedule='step'"),
+    (dict(train__stepz=3), r"unknown config key \(config file\): expected 'config.train.steps' \(the closest valid key\) vs found 'config.train.stepz'"),
+    (dict(model__size="t5-huge"), r"invalid choice \(config.model.size\): expected one of \[.*\] vs found 't5-huge'"),
+    (dict(loss__name="ppo"), r"invalid choice \(config.loss.name\): expected one of .* vs found 'ppo'"),
+    (dict(optimizer__name="sgd"), r"invalid choice \(config.optimizer.name\).* vs found 'sgd'"),
+    (dict(optimizer__schedule="step"), r"invalid choice \(config.optimizer.schedule\).* vs found 'step'"),
     (dict(loss__name="ilql", model__value_heads=False),
-     r"config.loss.name='ilql' needs config.model.value_heads=True"),
+     r"config.loss.name='ilql' needs value heads \(config.model.value_heads\): expected True vs found False"),
     (dict(data__batch_size=9, optimizer__grad_accum_steps=2),
-     r"config.data.batch_size=9 is not divisible by config.optimizer.grad_accum_steps=2"),
-    (dict(train__steps=0), r"config.train.steps=0 must be positive"),
-    (dict(loss__ilql__tau=1.5), r"config.loss.ilql.tau=1.5 must be in \[0, 1\]"),
-    (dict(loss__iqlearn__lam=-1.0), r"config.loss.iqlearn.lam=-1.0 must be >= 0"),
-    (dict(mesh__shape=(2, 2)), r"config.mesh.shape=\(2, 2\): expected 3 entries"),
+     r"\(config.data.batch_size\): expected a multiple of config.optimizer.grad_accum_steps=2 vs found 9"),
+    (dict(train__steps=0), r"value out of range \(config.train.steps\): expected value > 0 vs found 0"),
+    (dict(loss__ilql__tau=1.5), r"\(config.loss.ilql.tau\): expected 0 <= value <= 1 vs found 1.5"),
+    (dict(loss__iqlearn__lam=-1.0), r"\(config.loss.iqlearn.lam\): expected value >= 0 vs found -1.0"),
+    (dict(mesh__shape=(2, 2)), r"not a mesh shape \(config.mesh.shape\): expected 3 positive sizes .* vs found \(2, 2\)"),
     (dict(data__vocabulary="sentencepiece"),
      r"config.data.vocabulary='sentencepiece' needs config.data.vocabulary_path"),
 ])
@@ -65,7 +65,7 @@ def test_wrong_type_names_key():
   c.train.unlock()
   del c.train["steps"]
   c.train.steps = "many"
-  with pytest.raises(ValueError, match=r"config.train.steps='many' has type str, expected int"):
+  with pytest.raises(ValueError, match=r"wrong type \(config.train.steps\): expected int vs found str"):
     validate(c)
 
 

@@ -22,6 +22,7 @@ import seqio
 import tensorflow as tf
 
 from irl_lm.data.packing import pack_dataset, pad_dataset
+from irl_lm.errors import ConfigError
 
 Spec = seqio.FeatureConverter.FeatureSpec
 AUTOTUNE = tf.data.AUTOTUNE
@@ -159,4 +160,4 @@ def get_feature_converter(model_kind: str, pack: bool = False) -> _RewardFeature
     return EncDecRewardFeatureConverter(pack=pack)
   if model_kind == "decoder":
     return DecoderRewardFeatureConverter(pack=pack)
-  raise ValueError(f"Unknown model kind {model_kind!r}; choose from {MODEL_KINDS}")
+  raise ConfigError(f"Unknown model kind {model_kind!r}; choose from {MODEL_KINDS}")

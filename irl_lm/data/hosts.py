@@ -5,6 +5,8 @@ import jax
 import numpy as np
 import seqio
 
+from irl_lm.errors import ConfigError
+
 
 def shard_info_from_mesh(mesh: jax.sharding.Mesh,
                          batch_axes: Sequence[str] = ("data", "fsdp")) -> seqio.ShardInfo:
@@ -29,6 +31,6 @@ def shard_info_from_rows(local_rows: Sequence[int], num_rows: int) -> seqio.Shar
   first = local_rows[0]
   if (local_rows != list(range(first, first + per_process)) or first % per_process
       or num_rows % per_process):
-    raise ValueError(f"This process holds batch shards {local_rows} of {num_rows}: not one "
-                     "aligned contiguous block, so it cannot read a single data shard")
+    raise ConfigError(f"This process holds batch shards {local_rows} of {num_rows}: not one "
+                      "aligned contiguous block, so it cannot read a single data shard")
   return seqio.ShardInfo(index=first // per_process, num_shards=num_rows // per_process)

@@ -19,9 +19,10 @@ import numpy as np
 from absl import logging
 
 from irl_lm.data.sources import InMemorySource
+from irl_lm.errors import InputError, MissingError
 
 
-class JsonlFormatError(ValueError):
+class JsonlFormatError(InputError):
   """A malformed reward-labelled JSONL line; the message starts with ``path:line:``."""
 
 
@@ -30,17 +31,17 @@ Turn = tuple[str, bool, float]
 
 def _reward(value: Any, where: str) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ValueError(f"{where} must be a number, got {value!r}")
+    raise InputError(f"{where} must be a number, got {value!r}")
   if not math.isfinite(value):
-    raise ValueError(f"{where} must be finite, got {value!r}")
+    raise InputError(f"{where} must be finite, got {value!r}")
   return float(value)
 
 
 def _text(row: Mapping[str, Any], key: str, where: str = "") -> str:
   if key not in row:
-    raise ValueError(f"missing field {where}{key!r}")
+    raise InputError(f"missing field {where}{key!r}")
   if not isinstance(row[key], str):
-    raise ValueError(f"field {where}{key!r} must be a string, got {row[key]!r}")
+    raise InputError(f"field {where}{key!r} must be a string, got {row[key]!r}")
   return row[key]
 
 
@@ -48,37 +49,37 @@ def _single_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
   prompt = _text(row, "prompt")
   response = _text(row, "response")
   if "reward" not in row:
-    raise ValueError("missing field 'reward'")
+    raise InputError("missing field 'reward'")
   reward = _reward(row["reward"], "field 'reward'")
   if not response.strip():
-    raise ValueError("empty 'response'")
+    raise InputError("empty 'response'")
   return prompt, [(response, True, reward)]
 
 
 def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
   turns = row["turns"]
   if not isinstance(turns, list) or not turns:
-    raise ValueError("field 'turns' must be a non-empty list")
+    raise InputError("field 'turns' must be a non-empty list")
   parsed: list[Turn] = []
   for i, turn in enumerate(turns):
     where = f"turns[{i}]."
     if not isinstance(turn, dict):
-      raise ValueError(f"turns[{i}] must be an object, got {turn!r}")
+      raise InputError(f"turns[{i}] must be an object, got {turn!r}")
     text = _text(turn, "text", where)
     if "is_action" not in turn:
-      raise ValueError(f"missing field {where}'is_action'")
+      raise InputError(f"missing field {where}'is_action'")
     if not isinstance(turn["is_action"], bool):
-      raise ValueError(f"field {where}'is_action' must be true or false, got {turn['is_action']!r}")
+      raise InputError(f"field {where}'is_action' must be true or false, got {turn['is_action']!r}")
     reward = turn.get("reward")
     reward = 0.0 if reward is None else _reward(reward, f"field {where}'reward'")
     if turn["is_action"] and not text.strip():
-      raise ValueError(f"empty action text in turns[{i}]")
+      raise InputError(f"empty action text in turns[{i}]")
     parsed.append((text, turn["is_action"], reward))
   first_action = next((i for i, t in enumerate(parsed) if t[1]), None)
   if first_action is None:
-    raise ValueError("no turn has is_action true")
+    raise InputError("no turn has is_action true")
   if any(r != 0.0 for _, _, r in parsed[:first_action]):
-    raise ValueError("a reward on a turn before the first action")
+    raise InputError("a reward on a turn before the first action")
   prompt = "".join(t for t, _, _ in parsed[:first_action])
   folded: list[Turn] = []
   last_action = None
@@ -94,13 +95,13 @@ def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
 
 
 def parse_line(line: str) -> tuple[str, list[Turn]]:
-  """(prompt, [(text, is_action, reward), ...]) of one JSONL line; ValueError if malformed."""
+  """(prompt, [(text, is_action, reward), ...]) of one JSONL line; InputError if malformed."""
   try:
     row = json.loads(line)
   except json.JSONDecodeError as e:
-    raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    raise InputError(f"invalid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(row, dict):
-    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    raise InputError(f"expected a JSON object, got {type(row).__name__}")
   if "turns" in row:
     return _multi_turn(row)
   return _single_turn(row)
@@ -114,22 +115,39 @@ def read_jsonl(path: str, skip_invalid: bool = False) -> tuple[dict[str, np.ndar
   """
   rows: list[tuple[str, list[Turn]]] = []
   skipped: list[str] = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
+  try:
+    f = open(path, "rb")  # decoded line by line, so a bad byte is reported with its line
+  except FileNotFoundError:
+    raise MissingError("JSONL file not found", where=path) from None
+  except OSError as e:
+    raise InputError(f"cannot read JSONL file: {e.strerror or e}", where=path) from None
+  with f:
+    offset = 0  # of the current line's first byte in the file
+    for lineno, raw in enumerate(f, start=1):
       try:
-        rows.append(parse_line(line))
+        line = _decode(raw, offset, first=lineno == 1)
+        if line.strip():
+          rows.append(parse_line(line))
       except ValueError as e:
         message = f"{path}:{lineno}: {e}"
         if not skip_invalid:
           raise JsonlFormatError(message) from None
         skipped.append(message)
+      offset += len(raw)
   if skipped:
     logging.warning("Skipped %d malformed line(s) in %s; first: %s", len(skipped), path, skipped[0])
   if not rows:
     raise JsonlFormatError(f"{path}: no valid rows")
   return _to_columns(rows), skipped
+
+
+def _decode(raw: bytes, offset: int, first: bool) -> str:
+  """One line as text; InputError naming the file byte offset of invalid UTF-8."""
+  try:
+    return raw.decode("utf-8-sig" if first else "utf-8")
+  except UnicodeDecodeError as e:
+    raise InputError(f"invalid UTF-8: byte 0x{raw[e.start]:02x} at byte offset "
+                     f"{offset + e.start} of the file") from None
 
 
 def _to_columns(rows: list[tuple[str, list[Turn]]]) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ from irl_lm.data.postprocessors import strip_text
 from irl_lm.data.registry import add_task
 from irl_lm.data.tfds_source import PreparedTfdsSource
 from irl_lm.data.vocabularies import make_vocabulary
+from irl_lm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def register_paper_tasks(vocabulary_kind: str, vocabulary_path: str,
   prepare it.
   """
   if vocabulary_kind not in ("sentencepiece", "hf_tokenizer"):
-    raise ValueError("Paper tasks need a 'sentencepiece' or 'hf_tokenizer' vocabulary, "
-                     f"got {vocabulary_kind!r}")
+    raise ConfigError("Paper tasks need a 'sentencepiece' or 'hf_tokenizer' vocabulary, "
+                      f"got {vocabulary_kind!r}")
   vocabulary = make_vocabulary(vocabulary_kind, vocabulary_path)
   for name, spec in PAPER_TASKS.items():
     inputs, targets = spec.t5_format if vocabulary_kind == "sentencepiece" else spec.decoder_format

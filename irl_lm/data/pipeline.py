@@ -20,6 +20,7 @@ import tensorflow as tf
 from irl_lm.data.feature_converters import get_feature_converter
 from irl_lm.data.postprocessors import as_text
 from irl_lm.data.registry import get_task
+from irl_lm.errors import ConfigError
 
 Batch = dict[str, np.ndarray]
 
@@ -54,10 +55,10 @@ class BatchIterator(Iterator[Batch]):
                shuffle: bool = True, pack: bool = False, repeat: bool = True,
                shard_index: int = 0, num_shards: int = 1):
     if global_batch_size % num_shards:
-      raise ValueError(f"global_batch_size {global_batch_size} is not divisible by "
-                       f"num_shards {num_shards}")
+      raise ConfigError(f"global_batch_size {global_batch_size} is not divisible by "
+                        f"num_shards {num_shards}")
     if not 0 <= shard_index < num_shards:
-      raise ValueError(f"shard_index {shard_index} is not in [0, {num_shards})")
+      raise ConfigError(f"shard_index {shard_index} is not in [0, {num_shards})")
     self.task = _resolve(task)
     self.split = split
     self.sequence_lengths = {"inputs": sequence_lengths["inputs"],
@@ -101,8 +102,8 @@ class BatchIterator(Iterator[Batch]):
       if not self.repeat:
         raise
       if self._batches_in_epoch == 0:
-        raise ValueError(f"Task {self.task.name!r} split {self.split!r} has fewer examples "
-                         f"than one local batch ({self.local_batch_size})") from None
+        raise ConfigError(f"Task {self.task.name!r} split {self.split!r} has fewer examples "
+                          f"than one local batch ({self.local_batch_size})") from None
       self._epoch, self._batches_in_epoch = self._epoch + 1, 0
       self._iterator = self._open()
       batch = next(self._iterator)

@@ -10,6 +10,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from irl_lm.errors import ConfigError
+
 Columns = Mapping[str, np.ndarray]
 TURN_COLUMNS = ("turn_texts", "turn_is_action", "turn_rewards")
 
@@ -36,7 +38,7 @@ class InMemorySource(seqio.DataSource):
   def columns(self, split: str) -> Columns:
     """The split's columns (loaded on first use)."""
     if split not in self.splits:
-      raise ValueError(f"Unknown split {split!r}; this source has {list(self.splits)}")
+      raise ConfigError(f"Unknown split {split!r}; this source has {list(self.splits)}")
     if split not in self._columns:
       self._columns[split] = self._load_split(split)
     return self._columns[split]

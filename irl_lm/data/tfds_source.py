@@ -6,6 +6,8 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from irl_lm.errors import MissingError
+
 # Datasets whose source files cannot be fetched by `tfds build` alone.
 MANUAL_DOWNLOAD_NOTES = {
     "xsum": (
@@ -16,7 +18,7 @@ MANUAL_DOWNLOAD_NOTES = {
 }
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(MissingError):
   """A TFDS dataset is not prepared in the data directory; the message says how to prepare it."""
 
 

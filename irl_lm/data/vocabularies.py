@@ -10,16 +10,36 @@ import os
 
 import numpy as np
 import seqio
+import sentencepiece
 import tensorflow as tf
 import tokenizers
 
 from irl_lm.data import embedded
 from irl_lm.data.embedded.tokens import join_tokens, split_tokens
+from irl_lm.errors import ConfigError, InputError, MissingError
 
 VOCABULARY_KINDS = ("sentencepiece", "hf_tokenizer", "embedded")
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
 _TF_TOKEN_RE = r"(####|[0-9]|[^\sa-z0-9#]|#)"  # RE2 twin of embedded.tokens.TOKEN_RE
 _MAX_DIGIT_MERGES = 5  # joins numbers of up to 32 digits when decoding in TF
+_LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+
+
+def _read_vocabulary_file(path: str, what: str) -> bytes:
+  """The bytes of a vocabulary file; MissingError / InputError naming it."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise MissingError(f"{what} not found", where=path) from None
+  except OSError as e:
+    raise InputError(f"cannot read {what}: {e.strerror or e}", where=path) from None
+  if data.startswith(_LFS_POINTER_PREFIX):
+    raise InputError(f"{os.path.basename(path)} is a Git LFS pointer, not the {what}; "
+                     "run `git lfs pull`", where=path)
+  if not data:
+    raise InputError(f"empty {what}", where=path)
+  return data
 
 
 class EmbeddedVocabulary(seqio.Vocabulary):
@@ -95,15 +115,20 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   def __init__(self, path: str, eos_token: str | None = None):
     super().__init__(extra_ids=0)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"Hugging Face tokenizer file not found: {path}")
+    data = _read_vocabulary_file(path, "Hugging Face tokenizer file")
     self.path = path
-    self._tokenizer = tokenizers.Tokenizer.from_file(path)
+    try:
+      self._tokenizer = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+      raise InputError(f"malformed tokenizer.json: invalid UTF-8 at byte offset {e.start}",
+                       where=path) from None
+    except Exception as e:  # tokenizers raises a bare Exception ("expected value at line 1 ...")
+      raise InputError(f"malformed tokenizer.json: {e}", where=path) from None
     candidates = (eos_token,) if eos_token else _EOS_CANDIDATES
     ids = [self._tokenizer.token_to_id(t) for t in candidates]
     found = [i for i in ids if i is not None]
     if not found:
-      raise ValueError(f"{path}: no EOS token among {candidates}; pass eos_token=")
+      raise InputError(f"no EOS token among {candidates}; pass eos_token=", where=path)
     self._eos_id = found[0]
     self._unk_id = self._tokenizer.token_to_id("<unk>")
 
@@ -172,16 +197,26 @@ def make_vocabulary(kind: str, path: str | None = None) -> seqio.Vocabulary:
   """
   if kind == "embedded":
     if path:
-      raise ValueError("The embedded vocabulary is built in; it takes no path")
+      raise ConfigError("The embedded vocabulary is built in; it takes no path",
+                        where=f"path={path!r}")
     return EmbeddedVocabulary()
   if kind not in VOCABULARY_KINDS:
-    raise ValueError(f"Unknown vocabulary kind {kind!r}; choose from {VOCABULARY_KINDS}")
+    raise ConfigError(f"Unknown vocabulary kind {kind!r}; choose from {VOCABULARY_KINDS}")
   if not path:
-    raise ValueError(f"Vocabulary kind {kind!r} needs a local file path")
+    raise ConfigError(f"Vocabulary kind {kind!r} needs a local file path")
   if kind == "hf_tokenizer":
     if os.path.isdir(path):
       path = os.path.join(path, "tokenizer.json")
     return HfTokenizerVocabulary(path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"SentencePiece model not found: {path}")
+  _check_sentencepiece(path)
   return seqio.SentencePieceVocabulary(path)
+
+
+def _check_sentencepiece(path: str) -> None:
+  """Loads a SentencePiece model once now, so a bad file is named here, not at first use."""
+  data = _read_vocabulary_file(path, "SentencePiece model")
+  try:
+    sentencepiece.SentencePieceProcessor(model_proto=data)
+  except Exception as e:  # RuntimeError with a C++ location; its text is of no use
+    raise InputError("malformed SentencePiece model (not a serialized ModelProto)",
+                     where=path) from e

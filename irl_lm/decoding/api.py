@@ -17,6 +17,7 @@ from irl_lm.decoding.beam import beam_search
 from irl_lm.decoding.sampling import METHODS, Settings
 from irl_lm.decoding.search import sample_or_greedy
 from irl_lm.decoding.session import session_for
+from irl_lm.errors import ConfigError, InputError
 from irl_lm.models import ModelConfig, build_model, param_logical_specs
 
 
@@ -96,7 +97,7 @@ def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: f
               top_k: int, top_p: float, num_beams: int, num_samples: int, eos_id: int | None,
               ilql_beta: float, target_q_params: Any, use_target_heads: bool) -> Settings:
   if method not in METHODS:
-    raise ValueError(f"decoding.method={method!r}: expected one of {METHODS}")
+    raise ConfigError(f"decoding.method={method!r}: expected one of {METHODS}")
   checks = [(max_new_tokens >= 1, f"decoding.max_new_tokens={max_new_tokens}: must be >= 1"),
             (temperature > 0, f"decoding.temperature={temperature}: must be > 0"),
             (0 <= top_k <= cfg.vocab_size,
@@ -115,7 +116,7 @@ def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: f
              "target_q_params (or set use_target_heads=False for the online heads)")]
   for ok, msg in checks:
     if not ok:
-      raise ValueError(msg)
+      raise ConfigError(msg)
   return Settings(method=method, max_new_tokens=max_new_tokens,
                   eos_id=cfg.eos_id if eos_id is None else eos_id, temperature=temperature,
                   top_k=top_k, top_p=top_p, num_beams=num_beams, num_samples=num_samples,
@@ -134,12 +135,12 @@ def _inputs(cfg: ModelConfig, batch: Mapping[str, Any], max_new_tokens: int
     nonpad = tokens != cfg.pad_id
     lengths = np.where(nonpad.any(1), tokens.shape[1] - np.argmax(nonpad[:, ::-1], 1), 0)
   if lengths.min(initial=1) < 1:
-    raise ValueError("generate: every decoder-only prompt needs at least one token "
+    raise InputError("generate: every decoder-only prompt needs at least one token "
                      f"(prompt lengths {lengths.tolist()})")
   longest = int(lengths.max(initial=0)) + max_new_tokens - 1
   if cfg.layout == "gpt2" and longest > cfg.max_position_embeddings:
-    raise ValueError(f"generate: prompt plus max_new_tokens needs {longest} positions; "
-                     f"the model has {cfg.max_position_embeddings}")
+    raise ConfigError(f"generate: prompt plus max_new_tokens needs {longest} positions; "
+                      f"the model has {cfg.max_position_embeddings}")
   return {"decoder_input_tokens": tokens, "prompt_lengths": lengths.astype(np.int32)}
 
 

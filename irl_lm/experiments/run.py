@@ -13,7 +13,10 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
+
+from irl_lm import cli
+from irl_lm.errors import ConfigError
 
 flags.DEFINE_enum("suite", "all", ["all", "iqlearn", "ilql", "reward"], "Which experiments.")
 flags.DEFINE_string("outdir", "docs/results", "Where tables and plots go.")
@@ -116,7 +119,11 @@ def run_one(run, steps: int, workroot: str, n_prompts: int, samples: int) -> dic
 
 
 def main(argv: list[str]) -> None:
-  del argv
+  cli.no_arguments(argv)
+  for name in ("seeds", "steps", "eval_prompts"):
+    if FLAGS[name].value < 1:
+      raise ConfigError("value out of range", f"--{name}", expected="value >= 1",
+                        found=FLAGS[name].value)
   from irl_lm.experiments import report
   from irl_lm.experiments.settings import ILQL_BETAS, Run, runs
   t0 = time.time()
@@ -164,4 +171,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -5,6 +5,7 @@ import dataclasses
 
 import ml_collections
 
+from irl_lm.errors import ConfigError
 from irl_lm.training.config import base_config
 
 IQLEARN_TASKS = ("embedded_summarize", "embedded_arithmetic")
@@ -48,7 +49,8 @@ def runs(suite: str, seeds: int, quick: bool = False) -> list[Run]:
     out += [Run("ilql", "embedded_ilql", loss, s) for loss in ("ilql", "mle")
             for s in range(seeds)]
   if not out:
-    raise ValueError(f"--suite={suite!r}: expected all, iqlearn, ilql or reward")
+    raise ConfigError("unknown suite", "--suite", expected="all, iqlearn, ilql or reward",
+                      found=repr(suite))
   return out
 
 

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Iterable
 from typing import Any
+
+from irl_lm.errors import ConfigError
 
 FAMILIES = {"t5": ("v1_1", "original"), "decoder": ("gpt2", "llama")}
 REMAT_POLICIES = ("none", "full", "save_dots")
@@ -46,17 +50,17 @@ class ModelConfig:
 
   def __post_init__(self):
     if self.family not in FAMILIES:
-      raise ValueError(f"model.family={self.family!r}: expected one of {sorted(FAMILIES)}")
+      raise ConfigError(f"model.family={self.family!r}: expected one of {sorted(FAMILIES)}")
     if self.layout not in FAMILIES[self.family]:
-      raise ValueError(f"model.layout={self.layout!r}: family {self.family!r} "
-                       f"supports {FAMILIES[self.family]}")
+      raise ConfigError(f"model.layout={self.layout!r}: family {self.family!r} "
+                        f"supports {FAMILIES[self.family]}")
     if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"model.remat={self.remat!r}: expected one of {REMAT_POLICIES}")
+      raise ConfigError(f"model.remat={self.remat!r}: expected one of {REMAT_POLICIES}")
     if self.dtype not in DTYPES:
-      raise ValueError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
+      raise ConfigError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
     if self.kv_heads and self.num_heads % self.kv_heads:
-      raise ValueError(f"model.num_heads={self.num_heads} is not a multiple of "
-                       f"model.num_kv_heads={self.kv_heads}")
+      raise ConfigError(f"model.num_heads={self.num_heads} is not a multiple of "
+                        f"model.num_kv_heads={self.kv_heads}")
 
   @property
   def kv_heads(self) -> int:
@@ -103,5 +107,15 @@ PRESETS: dict[str, ModelConfig] = {
 def preset(name: str, **overrides: Any) -> ModelConfig:
   """A named model size (``t5-small`` ... ``t5-xl``, ``llama-3b``, ...)."""
   if name not in PRESETS:
-    raise ValueError(f"model.size={name!r}: expected one of {sorted(PRESETS)}")
+    raise ConfigError(f"model.size={name!r}: expected one of {sorted(PRESETS)}")
+  check_options(overrides)
   return PRESETS[name].replace(**overrides)
+
+
+def check_options(names: Iterable[str]) -> None:
+  """ConfigError naming the first of ``names`` that is not a ``ModelConfig`` field."""
+  fields = sorted(f.name for f in dataclasses.fields(ModelConfig))
+  for name in sorted(set(names) - set(fields)):
+    close = difflib.get_close_matches(name, fields, n=1)
+    raise ConfigError(f"unknown model option {name!r}"
+                      + (f"; did you mean {close[0]!r}?" if close else ""))

@@ -1,35 +1,108 @@
 """Conversion between Hugging Face ``config.json`` dicts and ``ModelConfig``."""
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
-from irl_lm.models.config import ModelConfig
+from irl_lm.errors import ConfigError, InputError, MissingError
+from irl_lm.models.config import ModelConfig, check_options
 
 SUPPORTED_MODEL_TYPES = ("t5", "gpt2", "llama")
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 
 
-def _rope_theta(hf: dict[str, Any]) -> float:
+def check_not_lfs_pointer(path: str, head: bytes, content: str = "the file") -> None:
+  """InputError when ``head`` (a file's first bytes) is a Git LFS pointer, not the content."""
+  if head.startswith(LFS_POINTER_PREFIX):
+    raise InputError(f"{os.path.basename(path)} is a Git LFS pointer, not {content}; "
+                     "run `git lfs pull`", where=path)
+
+
+def read_json(path: str) -> Any:
+  """A parsed JSON file; MissingError / InputError naming the file (and line, column)."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except FileNotFoundError:
+    raise MissingError("file not found", where=path) from None
+  except OSError as e:
+    raise InputError(f"cannot read file: {e.strerror or e}", where=path) from None
+  check_not_lfs_pointer(path, raw)
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise InputError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte offset {e.start})",
+                     where=path) from None
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise InputError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                     where=path) from None
+
+
+def load_hf_config(path: str, **overrides: Any) -> ModelConfig:
+  """``ModelConfig`` from a ``config.json`` file, or a directory holding one."""
+  if os.path.isdir(path):
+    path = os.path.join(path, "config.json")
+  if not os.path.exists(path):
+    raise MissingError("no config.json", where=path)
+  return from_hf_config(read_json(path), source=path, **overrides)
+
+
+def _rope_theta(hf: dict[str, Any], source: str) -> float:
   params = hf.get("rope_parameters") or {}
   scaling = hf.get("rope_scaling") or {}
   kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
   if kind != "default":
-    raise ValueError(f"config.json: rope scaling type {kind!r} is not supported "
-                     "(only the default RoPE)")
+    raise InputError(f"rope scaling type {kind!r} is not supported (only the default RoPE)",
+                     where=source)
   return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
-def from_hf_config(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
+def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides: Any
+                   ) -> ModelConfig:
   """``ModelConfig`` from a parsed Hugging Face ``config.json``.
 
+  ``source`` (the file's path) is named in errors.
+
   Raises:
-    ValueError: unknown ``model_type`` or an unsupported option, naming the key.
+    InputError: not a JSON object, unknown ``model_type``, a missing or
+      ill-typed required key, or an unsupported option, naming the key.
+    ConfigError: an ``overrides`` key that is not a ``ModelConfig`` field.
   """
+  check_options(overrides)
+  if not isinstance(hf, dict):
+    raise InputError("config is not a JSON object", where=source, expected="an object",
+                     found=type(hf).__name__)
   mt = hf.get("model_type")
+  if mt not in SUPPORTED_MODEL_TYPES:
+    raise InputError(f"model_type={mt!r} is not supported", where=source,
+                     expected=f"one of {SUPPORTED_MODEL_TYPES}", found=repr(mt))
+  try:
+    cfg = _fields(hf, mt, source)
+  except InputError:
+    raise
+  except KeyError as e:
+    raise InputError(f"missing required key {e.args[0]!r} for model_type={mt!r}",
+                     where=source) from None
+  except (TypeError, ValueError, ZeroDivisionError) as e:
+    raise InputError(f"bad value for model_type={mt!r}: {e}", where=source) from None
+  cfg.update(overrides)
+  try:
+    return ModelConfig(**cfg)
+  except ConfigError as e:  # e.g. num_heads not a multiple of num_key_value_heads
+    raise ConfigError(e.what, where=e.where or source, expected=e.expected,
+                      found=e.found) from None
+
+
+def _fields(hf: dict[str, Any], mt: str, source: str) -> dict[str, Any]:
+  """``ModelConfig`` fields from a config.json of a supported ``model_type``."""
   if mt == "t5":
     proj = hf.get("feed_forward_proj", "relu")
     if proj not in ("relu", "gated-gelu"):
-      raise ValueError(f"config.json: feed_forward_proj={proj!r} is not supported "
-                       "(expected 'relu' or 'gated-gelu')")
+      raise InputError(f"feed_forward_proj={proj!r} is not supported "
+                       "(expected 'relu' or 'gated-gelu')", where=source)
     cfg = dict(
         family="t5", layout="v1_1" if proj == "gated-gelu" else "original",
         vocab_size=hf["vocab_size"], d_model=hf["d_model"], num_heads=hf["num_heads"],
@@ -49,8 +122,8 @@ def from_hf_config(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
   elif mt == "gpt2":
     act = hf.get("activation_function", "gelu_new")
     if act != "gelu_new":
-      raise ValueError(f"config.json: activation_function={act!r} is not supported "
-                       "(expected 'gelu_new')")
+      raise InputError(f"activation_function={act!r} is not supported "
+                       "(expected 'gelu_new')", where=source)
     d = hf["n_embd"]
     cfg = dict(
         family="decoder", layout="gpt2", vocab_size=hf["vocab_size"], d_model=d,
@@ -61,10 +134,10 @@ def from_hf_config(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
   elif mt == "llama":
     for key in ("attention_bias", "mlp_bias"):
       if hf.get(key):
-        raise ValueError(f"config.json: {key}=true is not supported")
+        raise InputError(f"{key}=true is not supported", where=source)
     act = hf.get("hidden_act", "silu")
     if act != "silu":
-      raise ValueError(f"config.json: hidden_act={act!r} is not supported (expected 'silu')")
+      raise InputError(f"hidden_act={act!r} is not supported (expected 'silu')", where=source)
     h = hf["num_attention_heads"]
     eos = hf.get("eos_token_id", 2)
     cfg = dict(
@@ -72,13 +145,10 @@ def from_hf_config(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
         num_heads=h, num_kv_heads=hf.get("num_key_value_heads") or h,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // h, d_ff=hf["intermediate_size"],
         num_layers=hf["num_hidden_layers"], layer_norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope_theta=_rope_theta(hf), tie_word_embeddings=hf.get("tie_word_embeddings", False),
+        rope_theta=_rope_theta(hf, source),
+        tie_word_embeddings=hf.get("tie_word_embeddings", False),
         eos_id=eos[0] if isinstance(eos, list) else eos, pad_id=0)
-  else:
-    raise ValueError(f"config.json: model_type={mt!r} is not supported "
-                     f"(expected one of {SUPPORTED_MODEL_TYPES})")
-  cfg.update(overrides)
-  return ModelConfig(**cfg)
+  return cfg
 
 
 def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -16,9 +17,11 @@ from flax import traverse_util
 from safetensors.numpy import save_file
 
 from irl_lm import sharding as shd
+from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_params, param_logical_specs
-from irl_lm.models.hf_config import from_hf_config, to_hf_config
+from irl_lm.models.hf_config import (LFS_POINTER_PREFIX, check_not_lfs_pointer, from_hf_config,
+                                     read_json, to_hf_config)
 from irl_lm.models.hf_weights import Entry, ignorable, key_aliases, weight_entries
 
 VALUE_HEADS_FILE = "value_heads.safetensors"
@@ -26,40 +29,102 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F6
            "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
 
+def _corrupt(fn: str, **kw: Any) -> InputError:
+  return InputError("truncated or corrupt safetensors file", where=fn, **kw)
+
+
+def _read_header(fn: str) -> tuple[dict[str, Any], int]:
+  """The tensor entries of one safetensors file and where its data starts, checked
+  against the file's size (a truncated download, a Git LFS pointer, a bad header)."""
+  try:
+    size = os.path.getsize(fn)
+    with open(fn, "rb") as f:
+      head = f.read(len(LFS_POINTER_PREFIX))
+      check_not_lfs_pointer(fn, head, "the weights")
+      if len(head) < 8:
+        raise _corrupt(fn, expected="an 8-byte header length", found=f"{size} bytes")
+      n = int.from_bytes(head[:8], "little")
+      if n > size - 8:
+        raise _corrupt(fn, expected=f"at least {8 + n} bytes (header length {n})",
+                       found=f"{size} bytes")
+      f.seek(8)
+      raw = f.read(n)
+  except FileNotFoundError:
+    raise MissingError("safetensors file not found", where=fn) from None
+  except OSError as e:
+    raise InputError(f"cannot read safetensors file: {e.strerror or e}", where=fn) from None
+  try:
+    header = json.loads(raw)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise _corrupt(fn, expected="a JSON header", found=str(e)) from None
+  if not isinstance(header, dict):
+    raise _corrupt(fn, expected="a JSON object header", found=type(header).__name__)
+  header.pop("__metadata__", None)
+  data_size = size - 8 - n
+  for key, info in header.items():
+    try:
+      start, end = (int(x) for x in info["data_offsets"])
+      shape = [int(d) for d in info["shape"]]
+      dtype = info["dtype"]
+    except (KeyError, TypeError, ValueError):
+      raise _corrupt(fn, expected=f"dtype, shape and data_offsets for tensor {key!r}",
+                     found=info) from None
+    if not 0 <= start <= end:
+      raise _corrupt(fn, expected=f"0 <= start <= end for tensor {key!r}",
+                     found=f"data_offsets {[start, end]}")
+    if end > data_size:
+      raise _corrupt(fn, expected=f"at least {8 + n + end} bytes (tensor {key!r})",
+                     found=f"{size} bytes")
+    if dtype in _DTYPES and end - start != math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize:
+      raise _corrupt(fn, expected=f"{math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize} "
+                     f"bytes for tensor {key!r} ({dtype} {shape})", found=f"{end - start} bytes")
+  return header, 8 + n
+
+
 class SafetensorsDir(Mapping[str, np.ndarray]):
   """Lazy, memory-mapped view of every tensor in a checkpoint directory.
 
   Reads ``model.safetensors`` or the files named by
-  ``model.safetensors.index.json``; supports bfloat16 without torch.
+  ``model.safetensors.index.json`` (or just ``files``, names in ``path``);
+  supports bfloat16 without torch. A missing, truncated or corrupt file raises
+  ``MissingError`` / ``InputError`` naming it.
   """
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, files: list[str] | None = None):
     index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.exists(index):
-      with open(index) as f:
-        files = sorted(set(json.load(f)["weight_map"].values()))
+    named_by = "the caller"
+    if files is not None:
+      pass
+    elif os.path.exists(index):
+      files, named_by = _index_files(index), os.path.basename(index)
     elif os.path.exists(os.path.join(path, "model.safetensors")):
       files = ["model.safetensors"]
     else:
-      raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+      raise MissingError("no model.safetensors or model.safetensors.index.json", where=path)
     self._where: dict[str, tuple[str, dict[str, Any], int]] = {}
     for name in files:
       fn = os.path.join(path, name)
-      with open(fn, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-      header.pop("__metadata__", None)
+      if not os.path.exists(fn):
+        raise MissingError(f"shard {name!r} named by {named_by} is missing", where=fn)
+      header, offset = _read_header(fn)
       for key, info in header.items():
-        self._where[key] = (fn, info, 8 + n)
+        self._where[key] = (fn, info, offset)
 
   def __getitem__(self, key: str) -> np.ndarray:
     fn, info, offset = self._where[key]
     if info["dtype"] not in _DTYPES:
-      raise ValueError(f"{fn}: tensor {key} has unsupported dtype {info['dtype']}")
+      raise InputError(f"tensor {key} has unsupported dtype {info['dtype']}", where=fn,
+                       expected=f"one of {sorted(_DTYPES)}", found=info["dtype"])
     start, end = info["data_offsets"]
     dtype = np.dtype(_DTYPES[info["dtype"]])
+    if end == start:
+      return np.zeros(info["shape"], dtype)
     mm = np.memmap(fn, dtype=np.uint8, mode="r", offset=offset + start, shape=(end - start,))
     return mm.view(dtype).reshape(info["shape"])
+
+  def file_of(self, key: str) -> str:
+    """The file holding tensor ``key``."""
+    return self._where[key][0]
 
   def shape(self, key: str) -> tuple[int, ...]:
     return tuple(self._where[key][1]["shape"])
@@ -69,6 +134,16 @@ class SafetensorsDir(Mapping[str, np.ndarray]):
 
   def __len__(self) -> int:
     return len(self._where)
+
+
+def _index_files(index: str) -> list[str]:
+  """The shard file names a ``model.safetensors.index.json`` names."""
+  data = read_json(index)
+  weight_map = data.get("weight_map") if isinstance(data, dict) else None
+  if not isinstance(weight_map, dict) or not all(
+      isinstance(v, str) for v in weight_map.values()):
+    raise InputError("no 'weight_map' object of tensor name -> file name", where=index)
+  return sorted(set(weight_map.values()))
 
 
 def _stack_layers(flat: dict[tuple[str, ...], np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
@@ -107,17 +182,19 @@ def _read_trunk(cfg: ModelConfig, tensors: SafetensorsDir, shapes: dict[tuple[st
   for e in entries:
     key = next((k for k in [e.hf_key, *key_aliases(cfg, e.hf_key)] if k in tensors), None)
     if key is None:
-      raise ValueError(f"{path}: missing weight {e.hf_key!r} (for parameter {'/'.join(e.path)})")
+      raise InputError(f"missing weight {e.hf_key!r}",
+                       where=f"{path}, for parameter {'/'.join(e.path)}")
     used.add(key)
     want = e.hf_shape(shapes[e.path])
     if tensors.shape(key) != want:
-      raise ValueError(f"{path}: weight {key!r} has shape {tensors.shape(key)}, "
-                       f"expected {want} (for parameter {'/'.join(e.path)})")
+      raise InputError(f"weight {key!r} has shape {tensors.shape(key)}, expected {want}",
+                       where=f"{tensors.file_of(key)}, for parameter {'/'.join(e.path)}")
     out[e.path] = e.to_ours(tensors[key], shapes[e.path])
   extra = [k for k in tensors if k not in used and not ignorable(cfg, k)]
   if extra:
-    raise ValueError(f"{path}: unexpected weight {extra[0]!r}"
-                     + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    raise InputError(f"unexpected weight {extra[0]!r}"
+                     + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+                     where=tensors.file_of(extra[0]))
   return out
 
 
@@ -140,11 +217,14 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
   Returns:
     ``(model, params)``.
   """
+  if not os.path.isdir(path):
+    raise MissingError("checkpoint directory not found" if not os.path.exists(path)
+                       else "not a checkpoint directory", where=path)
   cfg_file = os.path.join(path, "config.json")
   if not os.path.exists(cfg_file):
-    raise FileNotFoundError(f"{path}: no config.json")
-  with open(cfg_file) as f:
-    cfg = from_hf_config(json.load(f), value_heads=value_heads, dtype=dtype, **overrides)
+    raise MissingError("no config.json", where=path)
+  cfg = from_hf_config(read_json(cfg_file), source=cfg_file, value_heads=value_heads,
+                       dtype=dtype, **overrides)
   specs, abstract = param_logical_specs(cfg)
   unrolled = cfg.replace(scan_layers=False, value_heads=False)
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
@@ -157,8 +237,8 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
   want = traverse_util.flatten_dict(abstract)
   for k, v in want.items():
     if flat[k].shape != v.shape:
-      raise ValueError(f"{path}: parameter {'/'.join(k)} has shape {flat[k].shape}, "
-                       f"expected {v.shape}")
+      raise InputError(f"parameter {'/'.join(k)} has shape {flat[k].shape}, expected {v.shape}",
+                       where=path)
   if mesh is None:
     params = {k: jax.numpy.asarray(v) for k, v in flat.items()}
   else:
@@ -177,18 +257,18 @@ def _read_heads(cfg: ModelConfig, path: str, rng: jax.Array | None
   if not os.path.exists(fn):
     logging.info("%s: no %s; value heads start from a random init", path, VALUE_HEADS_FILE)
     return want
-  from safetensors.numpy import load_file
-  got = {("heads",) + tuple(k.split("/")): v for k, v in load_file(fn).items()}
+  tensors = SafetensorsDir(path, files=[VALUE_HEADS_FILE])
+  got = {("heads",) + tuple(k.split("/")): k for k in tensors}
   for k, v in want.items():
     if k not in got:
-      raise ValueError(f"{fn}: missing weight {'/'.join(k[1:])!r}")
-    if got[k].shape != v.shape:
-      raise ValueError(f"{fn}: weight {'/'.join(k[1:])!r} has shape {got[k].shape}, "
-                       f"expected {v.shape}")
+      raise InputError(f"missing weight {'/'.join(k[1:])!r}", where=fn)
+    if tensors.shape(got[k]) != v.shape:
+      raise InputError(f"weight {'/'.join(k[1:])!r} has shape {tensors.shape(got[k])}, "
+                       f"expected {v.shape}", where=fn)
   extra = sorted(set(got) - set(want))
   if extra:
-    raise ValueError(f"{fn}: unexpected weight {'/'.join(extra[0][1:])!r}")
-  return got
+    raise InputError(f"unexpected weight {'/'.join(extra[0][1:])!r}", where=fn)
+  return {k: np.asarray(tensors[name], np.float32) for k, name in got.items()}
 
 
 def save_pretrained(model: nn.Module, params: Any, path: str) -> None:

@@ -5,6 +5,8 @@ import re
 
 import jax
 
+from irl_lm.errors import ConfigError
+
 GIB = 1024 ** 3
 # HBM per chip by TPU generation (the name libtpu's topology strings use).
 TPU_HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
@@ -14,7 +16,8 @@ def parse_memory(text: str) -> int:
   """'80GiB', '16G', '512MiB' -> bytes."""
   m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]i?B?|)\s*", text, flags=re.I)
   if not m:
-    raise ValueError(f"--device_memory={text!r}: expected a size like 80GiB or 16G")
+    raise ConfigError("not a memory size", "--device_memory", expected="a size like 80GiB or 16G",
+                      found=repr(text))
   scale = {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}[m.group(2)[:1].lower()]
   return int(float(m.group(1)) * scale)
 
@@ -28,14 +31,16 @@ def tpu_devices(topology: str) -> tuple[list[jax.Device], int, str]:
   """
   gen = topology.split(":", 1)[0].lower()
   if gen not in TPU_HBM_GIB or ":" not in topology:
-    raise ValueError(f"--topology={topology!r}: expected GENERATION:SHAPE with generation one of "
-                     f"{sorted(TPU_HBM_GIB)}, e.g. v5e:4x4 or v4:2x2x4")
+    raise ConfigError("not a TPU topology", "--topology",
+                      expected=f"GENERATION:SHAPE with generation one of {sorted(TPU_HBM_GIB)}, "
+                      "e.g. v5e:4x4 or v4:2x2x4", found=repr(topology))
   from jax.experimental import topologies
   try:
     desc = topologies.get_topology_desc(topology_name=topology, platform="tpu")
   except Exception as e:  # libtpu missing or unknown shape
-    raise RuntimeError(f"--topology={topology!r}: could not build the TPU topology ({e}). "
-                       "It needs libtpu: pip install 'irl_lm[tpu]'") from e
+    raise ConfigError(f"could not build the TPU topology ({' '.join(str(e).split())[:160]}); "
+                      "it needs libtpu: pip install 'irl_lm[tpu]'", f"--topology={topology}"
+                      ) from e
   devices = list(desc.devices)
   chips = len({tuple(getattr(d, "coords", (i,))) for i, d in enumerate(devices)})
   per_device = TPU_HBM_GIB[gen] * GIB * chips // len(devices)  # v4: 2 TensorCores per chip

@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 
 from irl_lm import data
 from irl_lm import sharding as shd
+from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import ModelConfig, from_pretrained, preset
 
 
@@ -24,8 +25,11 @@ def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
     data.register_paper_tasks(d.vocabulary, path, tfds_data_dir=d.tfds_data_dir or None)
   try:
     return data.get_task(d.task)
+  except UserError as e:
+    raise type(e)(e.what, f"config.data.task={d.task!r}" + (f", {e.where}" if e.where else ""),
+                  e.expected, e.found) from None
   except (KeyError, ValueError) as e:
-    raise ValueError(f"config.data.task={d.task!r}: {e}") from None
+    raise ConfigError(f"no such task ({e})", f"config.data.task={d.task!r}") from None
 
 
 def vocabulary(task: seqio.Task) -> seqio.Vocabulary:
@@ -46,8 +50,8 @@ def model_config(config: ml_collections.ConfigDict, task: seqio.Task) -> ModelCo
   vocab = vocabulary(task)
   size = m.vocab_size or -(-vocab.vocab_size // 128) * 128
   if size < vocab.vocab_size:
-    raise ValueError(f"config.model.vocab_size={size} is smaller than the task vocabulary "
-                     f"({vocab.vocab_size})")
+    raise ConfigError("model vocabulary smaller than the task's", "config.model.vocab_size",
+                      expected=f">= {vocab.vocab_size}", found=size)
   return preset(m.size, vocab_size=size, value_heads=m.value_heads, dtype=m.dtype,
                 remat=m.remat, scan_layers=m.scan_layers, dropout_rate=m.dropout_rate,
                 eos_id=vocab.eos_id, pad_id=0)
@@ -65,9 +69,9 @@ def initial_model(config: ml_collections.ConfigDict, task: seqio.Task, mesh: Mes
       dropout_rate=m.dropout_rate)
   vocab = vocabulary(task)
   if model.cfg.vocab_size < vocab.vocab_size:
-    raise ValueError(f"config.model.init_from={m.init_from!r} has vocab_size "
-                     f"{model.cfg.vocab_size}, smaller than the task vocabulary "
-                     f"({vocab.vocab_size})")
+    raise ConfigError("model vocabulary smaller than the task's",
+                      f"config.model.init_from={m.init_from!r}",
+                      expected=f"vocab_size >= {vocab.vocab_size}", found=model.cfg.vocab_size)
   logging.info("Starting from %s", m.init_from)
   return model.cfg, params
 
@@ -76,9 +80,9 @@ def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
   """The mesh of ``config.mesh`` (over the first ``num_devices`` devices if set)."""
   n = config.mesh.num_devices
   if n and (n > jax.device_count() or jax.process_count() > 1):
-    raise ValueError(f"config.mesh.num_devices={n}: only a single process's first "
-                     f"{jax.device_count()} devices can be selected")
+    raise ConfigError("more devices than this process has", "config.mesh.num_devices",
+                      expected=f"<= {jax.device_count()} (single process)", found=n)
   try:
     return shd.make_mesh(tuple(config.mesh.shape), devices=jax.devices()[:n] if n else None)
   except ValueError as e:
-    raise ValueError(f"config.mesh.shape: {e}") from None
+    raise ConfigError(f"no such mesh ({e})", "config.mesh.shape") from None

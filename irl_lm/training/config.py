@@ -12,7 +12,8 @@ import ml_collections
 
 from irl_lm import sharding as shd
 from irl_lm.decoding.config import default_config as decoding_config
-from irl_lm.models.config import PRESETS
+from irl_lm.errors import ConfigError, unknown_key_error
+from irl_lm.models.config import DTYPES, PRESETS, REMAT_POLICIES
 
 LOSSES = ("mle", "iqlearn", "ilql")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -124,48 +125,90 @@ def _type_ok(want: Any, got: Any) -> bool:
 
 def _check_choice(flat: dict[str, Any], key: str, choices: Any) -> None:
   if flat[key] not in choices:
-    raise ValueError(f"config.{key}={flat[key]!r}: expected one of {sorted(choices)}")
+    raise ConfigError("invalid choice", f"config.{key}",
+                      expected=f"one of {sorted(choices)}", found=repr(flat[key]))
+
+
+def _check_range(flat: dict[str, Any], key: str, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
+                 ) -> None:
+  """``low <= value <= high`` (``<`` where the bound is open); ``high=None``: no upper bound."""
+  v = flat[key]
+  ok = ((v > low if low_open else v >= low)
+        and (high is None or (v < high if high_open else v <= high)))
+  if not ok:
+    if high is None:
+      bound = f"value {'>' if low_open else '>='} {low}"
+    else:
+      bound = f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}"
+    raise ConfigError("value out of range", f"config.{key}",
+                      expected=bound, found=v)
+
+
+_POSITIVE = ("train.steps", "data.batch_size", "data.inputs_length", "data.targets_length",
+             "train.log_every", "train.eval_every", "train.checkpoint_every",
+             "train.max_nonfinite_steps", "optimizer.grad_accum_steps", "eval.batch_size",
+             "eval.num_examples", "loss.ilql.polyak_every", "decoding.num_beams",
+             "decoding.num_samples")
+_NON_NEGATIVE = ("train.keep_checkpoints", "optimizer.learning_rate", "optimizer.warmup_steps",
+                 "optimizer.weight_decay", "optimizer.grad_clip_norm", "optimizer.eps",
+                 "optimizer.end_learning_rate_factor", "loss.iqlearn.lam",
+                 "loss.iqlearn.lam_warmup_steps", "loss.ilql.cql_weight",
+                 "loss.ilql.awac_weight", "loss.ilql.awac_beta", "decoding.top_k",
+                 "mesh.num_devices", "train.peak_flops_per_device", "decoding.max_new_tokens")
+_UNIT = ("loss.iqlearn.gamma", "loss.ilql.gamma", "loss.ilql.tau", "optimizer.b1",
+         "optimizer.b2")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the key for unknown keys, bad types and bad combinations."""
+  """Raises ConfigError naming the key for unknown keys, bad types, values and combinations."""
   base, flat = _walk(base_config()), _walk(config)
   for key in flat:
     if key not in base:
-      raise ValueError(f"unknown config key 'config.{key}'")
+      raise unknown_key_error(key, list(base), "config file")
   for key, want in base.items():
     if key not in flat:
-      raise ValueError(f"config.{key} is missing")
+      raise ConfigError("missing config key", f"config.{key}")
     if not _type_ok(want, flat[key]):
-      raise ValueError(f"config.{key}={flat[key]!r} has type {type(flat[key]).__name__}, "
-                       f"expected {type(want).__name__}")
+      raise ConfigError("wrong type", f"config.{key}",
+                        expected=type(want).__name__, found=type(flat[key]).__name__)
   _check_choice(flat, "model.size", PRESETS)
+  _check_choice(flat, "model.remat", REMAT_POLICIES)
+  _check_choice(flat, "model.dtype", DTYPES)
   _check_choice(flat, "loss.name", LOSSES)
   _check_choice(flat, "optimizer.name", OPTIMIZERS)
   _check_choice(flat, "optimizer.schedule", SCHEDULES)
   _check_choice(flat, "optimizer.grad_accum_mode", ACCUM_MODES)
   _check_choice(flat, "train.best_mode", ("max", "min"))
   _check_choice(flat, "decoding.method", ("greedy", "sample", "beam"))
+  for key in _POSITIVE:
+    _check_range(flat, key, 0, low_open=True)
+  for key in _NON_NEGATIVE:
+    _check_range(flat, key, 0)
+  for key in _UNIT:
+    _check_range(flat, key, 0, 1)
+  _check_range(flat, "loss.ilql.polyak_rate", 0, 1, low_open=True)
+  _check_range(flat, "loss.ilql.awac_clip", 0, low_open=True)
+  _check_range(flat, "model.dropout_rate", 0, 1, high_open=True)
+  _check_range(flat, "decoding.temperature", 0, low_open=True)
+  _check_range(flat, "decoding.top_p", 0, 1, low_open=True)
   if flat["loss.name"] == "ilql" and not flat["model.value_heads"]:
-    raise ValueError("config.loss.name='ilql' needs config.model.value_heads=True")
-  for key in ("train.steps", "data.batch_size", "train.log_every", "train.eval_every",
-              "train.checkpoint_every", "optimizer.grad_accum_steps", "eval.batch_size"):
-    if flat[key] <= 0:
-      raise ValueError(f"config.{key}={flat[key]} must be positive")
+    raise ConfigError("config.loss.name='ilql' needs value heads", "config.model.value_heads",
+                      expected=True, found=False)
   if flat["data.batch_size"] % flat["optimizer.grad_accum_steps"]:
-    raise ValueError(f"config.data.batch_size={flat['data.batch_size']} is not divisible by "
-                     f"config.optimizer.grad_accum_steps={flat['optimizer.grad_accum_steps']}")
-  if len(flat["mesh.shape"]) != 3:
-    raise ValueError(f"config.mesh.shape={tuple(flat['mesh.shape'])}: expected 3 entries "
-                     "(data, fsdp, tensor)")
-  if not 0.0 <= flat["loss.ilql.tau"] <= 1.0:
-    raise ValueError(f"config.loss.ilql.tau={flat['loss.ilql.tau']} must be in [0, 1]")
-  if not 0.0 < flat["loss.ilql.polyak_rate"] <= 1.0:
-    raise ValueError(f"config.loss.ilql.polyak_rate={flat['loss.ilql.polyak_rate']} must be "
-                     "in (0, 1]")
-  if flat["loss.iqlearn.lam"] < 0:
-    raise ValueError(f"config.loss.iqlearn.lam={flat['loss.iqlearn.lam']} must be >= 0")
+    raise ConfigError("batch not divisible into micro-batches", "config.data.batch_size",
+                      expected=f"a multiple of config.optimizer.grad_accum_steps="
+                      f"{flat['optimizer.grad_accum_steps']}", found=flat["data.batch_size"])
+  shape = tuple(flat["mesh.shape"])
+  if len(shape) != 3 or any(not isinstance(n, int) or (n < 1 and n != -1) for n in shape) \
+      or shape.count(-1) > 1:
+    raise ConfigError("not a mesh shape", "config.mesh.shape",
+                      expected="3 positive sizes (data, fsdp, tensor), at most one -1",
+                      found=shape)
+  if flat["train.best_metric"] and not flat["train.best_metric"].startswith("eval/"):
+    raise ConfigError("config.train.best_metric names no eval metric", "config.train.best_metric",
+                      expected="'eval/<metric>', e.g. 'eval/loss'",
+                      found=repr(flat["train.best_metric"]))
   if flat["data.vocabulary"] and not (flat["data.vocabulary_path"] or flat["model.init_from"]):
-    raise ValueError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
-                     "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
-                     "directory with spiece.model / tokenizer.json)")
+    raise ConfigError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
+                      "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
+                      "directory with spiece.model / tokenizer.json)", "config.data.vocabulary_path")

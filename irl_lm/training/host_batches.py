@@ -15,6 +15,7 @@ import numpy as np
 import seqio
 
 from irl_lm import data
+from irl_lm.errors import ConfigError
 
 
 class HostBatches(Iterator[dict[str, np.ndarray]]):
@@ -25,8 +26,10 @@ class HostBatches(Iterator[dict[str, np.ndarray]]):
                num_shards: int | None = None):
     self.num_shards = num_shards or count
     if self.num_shards % count:
-      raise ValueError(f"the run's data was laid out in {self.num_shards} shards, which "
-                       f"{count} data-parallel process groups cannot split evenly")
+      raise ConfigError("the saved data layout does not split over this mesh",
+                        "config.mesh.shape",
+                        expected=f"a number of data-parallel process groups dividing "
+                        f"{self.num_shards} (the run's data shards)", found=count)
     per = self.num_shards // count
     self._iters = [data.BatchIterator(task, split, kind, lengths, global_batch_size, seed=seed,
                                       shuffle=True, pack=pack, repeat=True, shard_index=s,

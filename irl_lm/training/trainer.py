@@ -1,6 +1,7 @@
 """``train_and_evaluate``: the training loop with checkpoints, evaluation and logging."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,11 +15,14 @@ from irl_lm import data
 from irl_lm import sharding as shd
 from irl_lm.models import build_model
 from irl_lm.training import builders, evaluation, flops
-from irl_lm.training.checkpoints import Checkpointer, write_config
+from irl_lm.data.checks import check_split, has_rewards
+from irl_lm.errors import ConfigError
+from irl_lm.training.checkpoints import Checkpointer, describe_run, write_config
 from irl_lm.training.config import validate
 from irl_lm.training.host_batches import HostBatches, saved_num_shards
 from irl_lm.training.metrics_log import MetricsLog
 from irl_lm.training.optim import make_optimizer
+from irl_lm.training.preemption import Preempted, PreemptionWatch
 from irl_lm.training.state import create_state, state_shardings
 from irl_lm.training.step import make_eval_step, make_train_step
 
@@ -39,11 +43,32 @@ def describe(state: Any, mesh: jax.sharding.Mesh, top: int = 5) -> str:
   return "\n".join(lines)
 
 
+def check_data(config: ml_collections.ConfigDict, task: Any) -> None:
+  """Opens and checks the train and eval splits, and rewards for ILQL, before compiling."""
+  d = config.data
+  lengths = {"inputs": d.inputs_length, "targets": d.targets_length}
+  check_split(task, d.train_split, lengths, "config.data.train_split")
+  if config.loss.name == "ilql" and not has_rewards(task, d.train_split):
+    raise ConfigError("config.loss.name='ilql' needs reward-labelled data", "config.data.task",
+                      expected="a task with a 'reward' or 'turn_rewards' column",
+                      found=f"{task.name!r} without rewards")
+  check_split(task, d.eval_split, lengths, "config.data.eval_split")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming from ``workdir`` if it has checkpoints) and returns the last metrics."""
+  """Trains (resuming from ``workdir`` if it has checkpoints) and returns the last metrics.
+
+  Raises ``Preempted`` after saving a checkpoint when a pre-emption notice
+  (SIGTERM) arrives.
+  """
   validate(config)
   mesh, rules = builders.make_mesh(config), tuple(config.mesh.rules)
+  if config.data.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
+    raise ConfigError("batch does not split over the mesh", "config.data.batch_size",
+                      expected=f"a multiple of data x fsdp = "
+                      f"{mesh.shape['data'] * mesh.shape['fsdp']}", found=config.data.batch_size)
   task = builders.get_task(config)
+  check_data(config, task)
   model_cfg, init_params = builders.initial_model(config, task, mesh)
   model = build_model(model_cfg)
   opt = config.optimizer
@@ -52,19 +77,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx, schedule = make_optimizer(opt, steps // opt.grad_accum_steps if multisteps else steps)
   with_tq = config.loss.name == "ilql"
   abstract, shardings = state_shardings(model_cfg, tx, mesh, rules, with_tq)
-  if config.data.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-    raise ValueError(f"config.data.batch_size={config.data.batch_size} is not divisible by the "
-                     f"mesh's data x fsdp = {mesh.shape['data'] * mesh.shape['fsdp']}")
 
   shard = data.shard_info_from_mesh(mesh)
   shard_index, num_shards = shard.index, shard.num_shards
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
   kind = builders.model_kind(model_cfg)
   ckpt = Checkpointer(workdir, config.train)
-  latest = ckpt.latest_step()
+  run = describe_run(dataclasses.asdict(model_cfg), config.loss.name, opt.name)
+  try:
+    restored = ckpt.restore_latest(abstract, shardings, run=run)
+  except BaseException:
+    ckpt.close()
+    raise
   data_state = None
-  if latest is not None:
-    state, data_state = ckpt.restore(latest, abstract, shardings)
+  if restored is not None:
+    latest, state, data_state = restored
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
     state = create_state(model_cfg, tx, mesh, rules, config.seed, with_tq, params=init_params)
@@ -86,9 +113,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                    (shard_index, num_shards), eval_fn)
   perf = _Throughput(config, model_cfg, kind, with_tq)
   log = MetricsLog(workdir, steps, int(state.step))
+  preemption = PreemptionWatch()
   try:
-    last = _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules)
+    last = _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules,
+                 preemption)
   finally:
+    preemption.close()
     ckpt.close()  # an exception still completes the checkpoints already started
   if jax.process_index() == 0 and log.history:
     logging.info("Summary:\n%s", log.summary_table())
@@ -122,8 +152,8 @@ class _Throughput:
             "perf/mfu": self.flops / dt / self.peak}
 
 
-def _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules
-          ) -> dict[str, float]:
+def _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules,
+          preemption) -> dict[str, float]:
   """Steps from ``state.step`` to ``train.steps`` with logging, eval and checkpoints."""
   t = config.train
   last: dict[str, float] = {}
@@ -161,11 +191,22 @@ def _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, 
     eval_metrics = None
     if step % t.eval_every == 0 or final:
       eval_metrics = evaluator(state)
+      if t.best_metric and t.best_metric not in eval_metrics:
+        raise ConfigError("config.train.best_metric is not an eval metric of this task",
+                          "config.train.best_metric", expected=f"one of {sorted(eval_metrics)}",
+                          found=repr(t.best_metric))
       log.write(step, eval_metrics)
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
       last.update(eval_metrics)
       perf.start(step)  # evaluation time is not training time
-    if step % t.checkpoint_every == 0 or final:
+    saved = step % t.checkpoint_every == 0 or final
+    if saved:
       ckpt.save(step, state, train_iter.state(), metrics=eval_metrics)
+    if preemption.reached(step):
+      if not saved:
+        ckpt.save(step, state, train_iter.state())
+      ckpt.wait()
+      logging.warning("pre-empted: checkpoint of step %d committed in %s", step, ckpt.directory)
+      raise Preempted(step, ckpt.directory)
   return last

@@ -12,6 +12,7 @@ from types import ModuleType
 from irl_lm.data.embedded import arithmetic, ilql, summarize
 from irl_lm.data.embedded.ilql import score
 from irl_lm.data.embedded.tokens import MAX_INPUT_TOKENS, MAX_TARGET_TOKENS, split_tokens
+from irl_lm.errors import ConfigError
 
 GENERATORS: dict[str, ModuleType] = {
     "embedded_summarize": summarize,
@@ -34,9 +35,9 @@ def vocabulary_tokens() -> tuple[str, ...]:
 def generate(task: str, split: str, data_seed: int = 0) -> tuple[dict, ...]:
   """The examples of one embedded task split, as dicts with "inputs", "targets" (and "reward")."""
   if task not in GENERATORS:
-    raise ValueError(f"Unknown embedded task {task!r}; choose from {sorted(GENERATORS)}")
+    raise ConfigError(f"Unknown embedded task {task!r}; choose from {sorted(GENERATORS)}")
   if split not in SPLIT_SIZES:
-    raise ValueError(f"Unknown split {split!r}; choose from {sorted(SPLIT_SIZES)}")
+    raise ConfigError(f"Unknown split {split!r}; choose from {sorted(SPLIT_SIZES)}")
   rng = random.Random(f"{task}/{split}/{data_seed}")
   examples = []
   while len(examples) < SPLIT_SIZES[split]:
