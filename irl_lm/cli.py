@@ -44,7 +44,7 @@ def debugging(argv: list[str] | None = None) -> bool:
 def fail(message: str) -> None:
   """Prints ``error: message`` on stderr and exits with ``EXIT_USER_ERROR``."""
   sys.stderr.flush()
-  print(f"error: {message}", file=sys.stderr, flush=True)
+  print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
   sys.exit(EXIT_USER_ERROR)
 
 

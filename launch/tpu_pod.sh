@@ -16,6 +16,7 @@ fi
 
 readonly REMOTE_SRC=irl_lm_src    # checkout on each worker, under $HOME
 readonly REMOTE_VENV=irl_lm_venv  # virtualenv on each worker, under $HOME
+readonly EXIT_PREEMPTED=75         # irl_lm.main's exit status after a pre-emption checkpoint
 CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly CHECKOUT
 
@@ -51,6 +52,10 @@ Optional:
   --spot                  create a spot VM [SPOT=1]
   --preemptible           create a preemptible VM [PREEMPTIBLE=1]
   --skip-install          reuse the workers' existing install [SKIP_INSTALL=1]
+  --relaunches N          after a pre-emption (irl_lm.main exits 75 once its
+                          SIGTERM checkpoint is saved, or the VM is gone),
+                          recreate the VM if needed and resume, up to N
+                          times (default 0) [RELAUNCHES]
   --delete                delete the TPU VM when this script exits, also on
                           failure or Ctrl-C [DELETE_AT_END=1]
   --dry-run               print the commands (`+ ...`), run nothing [DRY_RUN=1]
@@ -110,6 +115,7 @@ CREATE_ARGS=${CREATE_ARGS:-}
 SPOT=${SPOT:-0}
 PREEMPTIBLE=${PREEMPTIBLE:-0}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
+RELAUNCHES=${RELAUNCHES:-0}
 DELETE_AT_END=${DELETE_AT_END:-0}
 DRY_RUN=${DRY_RUN:-0}
 MAIN_ARGS=()  # --config.* overrides and anything after `--`
@@ -123,7 +129,7 @@ parse_flags() {
     esac
     case $1 in
       --project|--zone|--accelerator-type|--bucket|--config|--tpu-name|--runtime-version|\
-      --run-name|--source|--git-ref|--python-version|--create-args)
+      --run-name|--source|--git-ref|--python-version|--create-args|--relaunches)
         (($# >= 2)) || die "$1 needs a value"
         set_flag "$1" "$2"
         shift 2 ;;
@@ -152,6 +158,7 @@ set_flag() {
     --git-ref) GIT_REF=$2 ;;
     --python-version) PYTHON_VERSION=$2 ;;
     --create-args) CREATE_ARGS=$2 ;;
+    --relaunches) RELAUNCHES=$2 ;;
   esac
 }
 
@@ -173,6 +180,7 @@ check_settings() {
   [[ -n $ACCELERATOR_TYPE ]] || missing+=("--accelerator-type (or ACCELERATOR_TYPE)")
   [[ -n $BUCKET ]] || missing+=("--bucket (or BUCKET)")
   [[ -n $CONFIG ]] || missing+=("--config (or CONFIG)")
+  [[ $RELAUNCHES =~ ^[0-9]+$ ]] || die "--relaunches must be a whole number, got '$RELAUNCHES'"
   if ((${#missing[@]})); then
     printf 'tpu_pod.sh: error: missing required setting %s\n' "${missing[@]}" >&2
     echo "Run with --help for usage." >&2
@@ -289,7 +297,18 @@ main() {
   ensure_vm
   if ((DELETE_AT_END)); then trap delete_vm EXIT; fi
   ((SKIP_INSTALL)) || install_irl_lm
-  train
+  local rc=0 attempt
+  for ((attempt = 0; ; attempt++)); do
+    rc=0
+    train || rc=$?
+    # 75: irl_lm.main saved a checkpoint on SIGTERM; 255: ssh lost the (pre-empted) VM.
+    if ((rc != EXIT_PREEMPTED && rc != 255)) || ((attempt >= RELAUNCHES)); then
+      return "$rc"
+    fi
+    note "pre-empted (exit $rc); relaunch $((attempt + 1)) of $RELAUNCHES resumes $WORKDIR"
+    ensure_vm
+    ((SKIP_INSTALL)) || install_irl_lm
+  done
 }
 
 main "$@"

@@ -3,6 +3,7 @@ import contextlib
 
 import pytest
 
+from irl_lm.errors import UserError
 from irl_lm.training.config import base_config, validate
 from irl_lm.training.trainer import train_and_evaluate
 from training_utils import tiny_config
@@ -77,11 +78,12 @@ def test_override_type_checked_by_ml_collections():
 
 @pytest.mark.parametrize("changes,message", [
     (dict(mesh__shape=(3, -1, 1), mesh__num_devices=0),
-     r"config.mesh.shape: mesh shape \(3, -1, 1\) does not divide 8 devices"),
-    (dict(data__task="no_such_task"), r"config.data.task='no_such_task'"),
+     r"no such mesh \(mesh shape \(3, -1, 1\) does not divide 8 devices\) \(config.mesh.shape\)"),
+    (dict(data__task="no_such_task"), r"No task named 'no_such_task'.*\(config.data.task='no_such_task'\)"),
     (dict(mesh__shape=(8, 1, 1), mesh__num_devices=0, data__batch_size=4),
-     r"config.data.batch_size=4 is not divisible by the mesh's data x fsdp = 8"),
+     r"batch does not split over the mesh \(config.data.batch_size\): expected a multiple of "
+     r"data x fsdp = 8 vs found 4"),
 ])
 def test_run_time_config_errors(changes, message, tmp_path):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(UserError, match=message):
     train_and_evaluate(_with(**changes), str(tmp_path))

@@ -7,8 +7,6 @@ the model FLOPs per step, and says whether the plan fits.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import jax
@@ -19,7 +17,7 @@ from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
 from irl_lm.models import ModelConfig, build_model, param_logical_specs, preset
-from irl_lm.models.hf_config import from_hf_config
+from irl_lm.models.hf_config import load_hf_config
 from irl_lm.planning.devices import GIB
 from irl_lm.training import flops
 from irl_lm.training.optim import make_optimizer
@@ -83,9 +81,8 @@ def planned_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   m = config.model
   kw = dict(value_heads=m.value_heads, dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers,
             dropout_rate=m.dropout_rate)
-  if m.init_from and os.path.exists(os.path.join(m.init_from, "config.json")):
-    with open(os.path.join(m.init_from, "config.json")) as f:
-      return from_hf_config(json.load(f), **kw)
+  if m.init_from:
+    return load_hf_config(m.init_from, **kw)
   if m.vocab_size:
     kw["vocab_size"] = m.vocab_size
   return preset(m.size, **kw)

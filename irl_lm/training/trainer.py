@@ -16,7 +16,7 @@ from irl_lm import sharding as shd
 from irl_lm.models import build_model
 from irl_lm.training import builders, evaluation, flops
 from irl_lm.data.checks import check_split, has_rewards
-from irl_lm.errors import ConfigError
+from irl_lm.errors import ConfigError, UserError
 from irl_lm.training.checkpoints import Checkpointer, describe_run, write_config
 from irl_lm.training.config import validate
 from irl_lm.training.host_batches import HostBatches, saved_num_shards
@@ -27,8 +27,8 @@ from irl_lm.training.state import create_state, state_shardings
 from irl_lm.training.step import make_eval_step, make_train_step
 
 
-class NonFiniteError(RuntimeError):
-  """Raised after ``train.max_nonfinite_steps`` non-finite steps in a row."""
+class NonFiniteError(UserError, RuntimeError):
+  """Raised after ``train.max_nonfinite_steps`` non-finite steps in a row (a diverged run)."""
 
 
 def describe(state: Any, mesh: jax.sharding.Mesh, top: int = 5) -> str:
