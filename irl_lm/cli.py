@@ -140,11 +140,31 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []  # not reached
 
 
+_UNRAISABLE = logging.getLogger("irl_lm.unraisable")
+
+
+def _unraisable_to_log(unraisable: Any) -> None:
+  """Exceptions Python can only ignore (e.g. in a coroutine Orbax abandoned after a failed
+  restore) go to the log file, not the console."""
+  _UNRAISABLE.warning("%s %r:\n%s", unraisable.err_msg or "Exception ignored in",
+                      unraisable.object, "".join(traceback.format_exception(
+                          unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)))
+
+
 class _ConsoleFilter(logging.Filter):
-  """Passes irl_lm's own records at INFO and up, and everyone's warnings."""
+  """Passes irl_lm's own records at INFO and up, and other libraries' warnings.
+
+  Libraries' ERROR records go to the log file only: irl_lm reports the failure
+  itself, naming the file or step (e.g. Orbax logs each failed restore with its
+  whole TensorStore spec, and asyncio the callbacks that arrive after it).
+  """
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+    if record.name == _UNRAISABLE.name:
+      return False
+    if record.pathname.startswith(_PACKAGE_DIR):
+      return True
+    return record.levelno == logging.WARNING or record.levelno >= logging.CRITICAL
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -152,6 +172,7 @@ def _setup_logging(log_file: str | None) -> None:
   handler.filters = [f for f in handler.filters if not isinstance(f, _ConsoleFilter)]
   if not FLAGS["verbosity"].present:
     handler.addFilter(_ConsoleFilter())
+    sys.unraisablehook = _unraisable_to_log
   root = logging.getLogger()
   for h in [h for h in root.handlers if getattr(h, "irl_lm_log_file", False)]:
     root.removeHandler(h)

@@ -93,13 +93,11 @@ class SafetensorsDir(Mapping[str, np.ndarray]):
   def __init__(self, path: str, files: list[str] | None = None):
     index = os.path.join(path, "model.safetensors.index.json")
     named_by = "the caller"
-    if files is not None:
-      pass
-    elif os.path.exists(index):
+    if files is None and os.path.exists(index):
       files, named_by = _index_files(index), os.path.basename(index)
-    elif os.path.exists(os.path.join(path, "model.safetensors")):
+    elif files is None and os.path.exists(os.path.join(path, "model.safetensors")):
       files = ["model.safetensors"]
-    else:
+    elif files is None:
       raise MissingError("no model.safetensors or model.safetensors.index.json", where=path)
     self._where: dict[str, tuple[str, dict[str, Any], int]] = {}
     for name in files:
