@@ -46,10 +46,10 @@ _OUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "re
                                                   "decode.json"), "JSON results file.")
 
 CONFIGS = {  # small models with the real vocabularies (the LM head dominates per-token cost)
-    "gpt2": ModelConfig(family="decoder", layout="gpt2", vocab_size=50257, d_model=256,
+    "gpt2": ModelConfig(kind="decoder", layout="gpt2", vocab_size=50257, d_model=256,
                         num_heads=4, head_dim=64, d_ff=1024, num_layers=4,
                         layer_norm_eps=1e-5, tie_word_embeddings=True, eos_id=50256),
-    "t5": ModelConfig(family="t5", layout="v1_1", vocab_size=32128, d_model=256, num_heads=4,
+    "t5": ModelConfig(kind="encdec", layout="v1_1", vocab_size=32128, d_model=256, num_heads=4,
                       head_dim=64, d_ff=1024, num_layers=4, num_encoder_layers=4),
 }
 HF_CLASSES = {"gpt2": transformers.GPT2LMHeadModel,
@@ -70,7 +70,7 @@ def measure(name: str, batch: int) -> dict[str, Any]:
     save_pretrained(model, params, tmp)
     hf = HF_CLASSES[name].from_pretrained(tmp).eval()
   prompts = np.random.default_rng(0).integers(2, 1000, (batch, _PROMPT.value)).astype(np.int32)
-  key = "encoder_input_tokens" if cfg.is_encoder_decoder else "decoder_input_tokens"
+  key = "encoder_input_tokens" if cfg.kind == "encdec" else "decoder_input_tokens"
   n = _NEW.value
   ids = torch.tensor(prompts, dtype=torch.long)
 

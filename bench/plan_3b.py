@@ -2,7 +2,7 @@
 
   python bench/plan_3b.py [--only=v4]   # needs the tpu extra (libtpu); ~20 min on 2 cores
 
-Writes bench/results/plan_3b.json and bench/results/plan_3b.md (the README table).
+Writes bench/results/plan_3b.json and bench/results/plan_3b.md (the table in docs/scaling.md).
 ``--only=SUBSTRING`` re-plans just the targets whose name contains it and keeps
 the other rows of the existing JSON.
 """
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-CONFIGS = ["t5_xl_iqlearn.py", "t5_xl_ilql.py", "llama_3b.py:iqlearn", "llama_3b.py:ilql"]
+CONFIGS = ["t5_xl.py", "t5_xl.py:ilql", "llama_3b.py:iqlearn", "llama_3b.py:ilql"]
 TARGETS = {"TPU v5e-16 (16 GiB/chip)": ["--topology=v5e:4x4"],
            "TPU v4-32 (16 chips x 32 GiB = 32 cores x 16 GiB)": ["--topology=v4:2x2x4"],
            "8 GPUs x 80 GiB (CPU stand-in)": ["--devices=8", "--device_memory=80GiB"]}
@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(config: str, target: list[str]) -> dict:
   with tempfile.NamedTemporaryFile(suffix=".json") as out:
     cmd = [sys.executable, "-m", "irl_lm.plan", f"--config={ROOT}/configs/{config}",
-           "--config.model.init_from=/models/none", f"--json_out={out.name}", *target]
+           "--config.data.vocabulary_path=/models/none", f"--json_out={out.name}", *target]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode not in (0, 1):
       raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

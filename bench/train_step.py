@@ -17,13 +17,10 @@ import time
 import jax
 import numpy as np
 
-from irl_lm import sharding as shd
-from irl_lm.models import build_model, preset, save_pretrained
+from irl_lm.models import preset, save_pretrained
 from irl_lm.training import flops
+from irl_lm.training.builders import build_run
 from irl_lm.training.config import base_config
-from irl_lm.training.optim import make_optimizer
-from irl_lm.training.state import create_state
-from irl_lm.training.step import make_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = preset("t5-small", vocab_size=8192, num_layers=4, num_encoder_layers=4)
@@ -42,13 +39,13 @@ def make_batch(b: int, li: int, lt: int, vocab: int) -> dict[str, np.ndarray]:
 def time_jax(loss: str, batch: dict[str, np.ndarray], steps: int) -> tuple[float, object, object]:
   config = base_config()
   config.loss.name = loss
-  cfg = MODEL.replace(value_heads=loss == "ilql")
-  config.model.value_heads = cfg.value_heads
-  mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  tx, schedule = make_optimizer(config.optimizer, 1000)
-  state = create_state(cfg, tx, mesh, shd.DEFAULT_RULES, 0, loss == "ilql")
-  step = jax.jit(make_train_step(build_model(cfg), config, tx, schedule), donate_argnums=0)
-  batch = jax.device_put(batch)
+  config.train.steps = 1000
+  config.mesh.num_devices = 1
+  config.data.batch_size = batch["decoder_target_tokens"].shape[0]
+  run = build_run(config, with_task=False, model_cfg=MODEL)
+  state = run.init_state()
+  step = run.train_step
+  batch = run.shard_batch(batch)
   for _ in range(2):
     state, m = step(state, batch)
   jax.block_until_ready(m)
@@ -56,7 +53,7 @@ def time_jax(loss: str, batch: dict[str, np.ndarray], steps: int) -> tuple[float
   for _ in range(steps):
     state, m = step(state, batch)
   jax.block_until_ready(m)
-  return (time.perf_counter() - t) / steps, build_model(cfg), state.params
+  return (time.perf_counter() - t) / steps, run.model, state.params
 
 
 def time_torch(model, params, batch: dict[str, np.ndarray], steps: int) -> float:
@@ -97,12 +94,11 @@ def main() -> None:
   rows, params_for_torch = {}, None
   for loss in ("mle", "iqlearn", "ilql"):
     dt, model, params = time_jax(loss, batch, args.steps)
-    cfg = MODEL.replace(value_heads=loss == "ilql")
-    f = flops.train_flops_per_step(cfg, args.batch, args.inputs, args.targets, loss == "ilql")
+    f = flops.train_flops_per_step(MODEL, args.batch, args.inputs, args.targets, loss == "ilql")
     rows[loss] = {"step_s": dt, "tokens_per_s": args.batch * args.targets / dt,
                   "mfu": f / dt / peak}
     if loss == "mle":
-      params_for_torch = (model, params)
+      params_for_torch = (model, params)  # MLE params have no value heads
       n_params = sum(x.size for x in jax.tree.leaves(params))
   torch_dt = time_torch(*params_for_torch, batch, args.steps)
   result = {

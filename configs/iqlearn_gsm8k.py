@@ -1,15 +1,15 @@
-"""IQLearn on GSM8k with T5 (accuracy of the final number after ``####``).
+"""GSM8k with T5 (accuracy of the final number after ``####``): IQLearn, or ``:mle``.
 
   python -m irl_lm.main --config=configs/iqlearn_gsm8k.py --workdir=DIR \
     --config.model.init_from=/path/to/flan-t5-base
 """
-from irl_lm.training.config import base_config
+from irl_lm.training.config import base_config, with_loss
 
 
-def get_config():
+def get_config(loss: str = "iqlearn"):
   c = base_config()
   c.model.size = "t5-base"
-  c.loss.name = "iqlearn"
+  c.model.vocab_size = 32128  # T5's SentencePiece vocabulary, padded
   c.loss.iqlearn.lam = 0.1
   c.loss.iqlearn.lam_warmup_steps = 500
   c.data.task = "gsm8k"
@@ -28,4 +28,4 @@ def get_config():
   c.train.best_metric = "eval/accuracy"
   c.eval.num_examples = 1319
   c.eval.batch_size = 32
-  return c
+  return with_loss(c, loss, __file__)

@@ -1,18 +1,19 @@
-"""IQLearn on XSUM with T5 (the paper's summarisation setting).
+"""XSUM with T5 (the paper's summarisation setting): IQLearn, or ``:mle`` for the baseline.
 
   python -m irl_lm.main --config=configs/iqlearn_xsum.py --workdir=gs://BUCKET/xsum_iq \
     --config.model.init_from=/path/to/flan-t5-base --config.data.tfds_data_dir=/path/to/tfds
+  python -m irl_lm.main --config=configs/iqlearn_xsum.py:mle --workdir=gs://BUCKET/xsum_mle ...
 
 XSUM needs a manual TFDS download (the error says how). ``model.size`` picks
 t5-small ... t5-xl when training from scratch; ``init_from`` overrides it.
 """
-from irl_lm.training.config import base_config
+from irl_lm.training.config import base_config, with_loss
 
 
-def get_config():
+def get_config(loss: str = "iqlearn"):
   c = base_config()
   c.model.size = "t5-base"
-  c.loss.name = "iqlearn"
+  c.model.vocab_size = 32128  # T5's SentencePiece vocabulary, padded
   c.loss.iqlearn.lam = 0.1
   c.loss.iqlearn.lam_warmup_steps = 1000
   c.data.task = "xsum"
@@ -30,4 +31,4 @@ def get_config():
   c.train.best_metric = "eval/rougeL"
   c.eval.num_examples = 1000
   c.eval.batch_size = 64
-  return c
+  return with_loss(c, loss, __file__)

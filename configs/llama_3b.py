@@ -1,27 +1,22 @@
-"""A 3B Llama-layout decoder (open_llama_3b dimensions) with IQLearn or ILQL, 16 TPU chips or 8 GPUs.
+"""A 3B Llama-layout decoder (open_llama_3b dimensions), 16 TPU chips or 8 GPUs: IQLearn or ``:ilql``.
 
-Pick the loss after a colon:
+Pick the loss after a colon (``:mle`` works too):
   python -m irl_lm.plan --config=configs/llama_3b.py:ilql --topology=v5e:4x4
   python -m irl_lm.main --config=configs/llama_3b.py:iqlearn --workdir=gs://BUCKET/llama3b_iq \
     --config.model.init_from=/models/open_llama_3b
 """
-from irl_lm.training.config import base_config
+from irl_lm.training.config import base_config, with_loss
 
 
 def get_config(loss: str = "iqlearn"):
-  if loss not in ("iqlearn", "ilql"):
-    raise ValueError(f"configs/llama_3b.py:{loss}: expected :iqlearn or :ilql")
   c = base_config()
   c.model.size = "llama-3b"
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
   c.model.scan_layers = True
   c.model.vocab_size = 32000
-  c.loss.name = loss
-  c.model.value_heads = loss == "ilql"
   if loss == "ilql":
     c.data.task = "embedded_ilql"  # or your reward-labelled JSONL task
-    c.decoding.ilql_beta = 4.0
   else:
     c.data.task = "gsm8k"
     c.data.vocabulary = "hf_tokenizer"  # tokenizer.json from model.init_from
@@ -38,4 +33,4 @@ def get_config(loss: str = "iqlearn"):
   c.eval.num_examples = 512
   c.eval.batch_size = 64
   c.mesh.shape = (1, -1, 1)
-  return c
+  return with_loss(c, loss, __file__)

@@ -131,9 +131,16 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if debugging(argv):
       raise
     err = _config_override_error(argv)
+    specs = [a for a in argv if re.match(r"--\w+=.*\.py(:|$)", a)]
     if isinstance(e, OSError) and "No such file or directory" in str(e):
-      spec = [a for a in argv if re.match(r"--\w+=.*\.py(:|$)", a)]
-      fail(f"no such config file ({' '.join(spec) or 'command line'})")
+      fail(f"no such config file ({' '.join(specs) or 'command line'})")
+    for spec in specs:  # a config file's own check (e.g. with_loss) names the problem itself
+      try:
+        _load_config_file(spec.split("=", 1)[1])
+      except UserError as inner:
+        fail(str(inner))
+      except Exception:  # pylint: disable=broad-except  # reported below
+        pass
     if err is None and not isinstance(e, flags.Error):
       fail(f"{type(e).__name__} while reading the flags: {' '.join(str(e).split())}{_where(e)}")
     fail(str(err) if err else " ".join(str(e).split()))

@@ -29,8 +29,8 @@ def main(argv: list[str]) -> None:
                       "it", f"--output={FLAGS.output}", expected="a new or empty directory",
                       found=", ".join(existing))
   from irl_lm.models import save_pretrained
-  from irl_lm.training.checkpoints import load_for_generation
-  model, params, _, _ = load_for_generation(FLAGS.workdir, FLAGS.step)
+  from irl_lm.training.builders import restore_params
+  model, params, _, _ = restore_params(FLAGS.workdir, FLAGS.step)
   save_pretrained(model, params, FLAGS.output)
   print(f"wrote {FLAGS.output}")
 

@@ -20,18 +20,20 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import seqio
 import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-from irl_lm import cli
+from irl_lm import cli, data
 from irl_lm import sharding as shd
 from irl_lm.decoding import default_config, generate, generate_kwargs
+from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch
 from irl_lm.errors import ConfigError, InputError, MissingError
 from irl_lm.models import ModelConfig, from_pretrained
 
@@ -48,88 +50,27 @@ _CONFIG = config_flags.DEFINE_config_dict(
     "config", _DEFAULT, sys_argv=cli.known_overrides("config", _DEFAULT, sys.argv))
 
 
-class Vocabulary(Protocol):
-  def encode(self, text: str) -> Sequence[int]: ...
-  def decode(self, ids: Sequence[int]) -> str: ...
-
-
-class HFTokenizer:
-  """A ``tokenizer.json`` through transformers, with its special-token template."""
-
-  adds_special_tokens = True
-
-  def __init__(self, path: str):
-    from transformers import PreTrainedTokenizerFast
-    try:
-      self._tok = PreTrainedTokenizerFast(tokenizer_file=path)
-    except Exception as e:  # pylint: disable=broad-except  # the tokenizers library's parse error
-      raise InputError(f"not a readable tokenizer.json ({' '.join(str(e).split())[:160]})",
-                       path) from None
-    self.vocab_size = len(self._tok)
-
-  def encode(self, text: str) -> list[int]:
-    return self._tok.encode(text, add_special_tokens=True)
-
-  def decode(self, ids: Sequence[int]) -> str:
-    return self._tok.decode(list(ids), skip_special_tokens=True)
-
-
-def load_vocabulary(path: str) -> Vocabulary:
-  """``tokenizer.json`` (transformers) or a SentencePiece ``.model`` (seqio)."""
-  if path.endswith(".model"):
-    import seqio
-    return seqio.SentencePieceVocabulary(path)
-  return HFTokenizer(path)
+def load_vocabulary(path: str) -> seqio.Vocabulary:
+  """A SentencePiece ``.model`` or a ``tokenizer.json`` file, as the data pipeline reads it."""
+  kind = "sentencepiece" if path.endswith(".model") else "hf_tokenizer"
+  return data.make_vocabulary(kind, path)
 
 
 def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str | None,
          value_heads: bool, mesh: jax.sharding.Mesh | None
-         ) -> tuple[Any, Any, Any | None, Vocabulary]:
-  """(model, params, target Q params or None, vocabulary) from a HF dir or a run."""
+         ) -> tuple[Any, Any, Any | None, seqio.Vocabulary]:
+  """(model, params, target Q heads or None, vocabulary) from a HF dir or a run."""
   if (hf_dir is None) == (workdir is None):
     raise ConfigError("give exactly one of --hf_dir and --workdir", "command line")
   if workdir is not None:
-    from irl_lm.training.checkpoints import load_for_generation
-    model, params, tq, vocabulary = load_for_generation(workdir, step=step)
-    return model, params, tq, load_vocabulary(vocab) if vocab else vocabulary
+    from irl_lm.training.builders import restore_params
+    model, params, target, vocabulary = restore_params(workdir, step=step)
+    return model, params, target, load_vocabulary(vocab) if vocab else vocabulary
   path = vocab or os.path.join(hf_dir, "tokenizer.json")
   if not os.path.exists(path):
     raise MissingError("no tokenizer (pass --vocab)", path)
   model, params = from_pretrained(hf_dir, value_heads=value_heads, mesh=mesh)
   return model, params, None, load_vocabulary(path)
-
-
-def encode_batch(cfg: ModelConfig, vocabulary: Vocabulary, texts: Sequence[str], width: int,
-                 run_layout: bool = False) -> dict[str, np.ndarray]:
-  """Right-padded token ids [len(texts), width] in the model's input feature.
-
-  ``run_layout``: prompts as irl_lm's data lays them out in training (inputs +
-  EOS; decoder-only rows start with 0), for models trained by ``irl_lm.main``.
-  """
-  ids = [_encode(cfg, vocabulary, t, run_layout) for t in texts]
-  tokens = np.full((len(ids), width), cfg.pad_id, np.int32)
-  for i, row in enumerate(ids):
-    tokens[i, :len(row)] = row
-  if cfg.is_encoder_decoder:
-    return {"encoder_input_tokens": tokens}
-  return {"decoder_input_tokens": tokens, "prompt_lengths": np.array([len(r) for r in ids])}
-
-
-def _encode(cfg: ModelConfig, vocabulary: Vocabulary, text: str, run_layout: bool) -> list[int]:
-  ids = list(vocabulary.encode(text))
-  if run_layout:
-    return ([] if cfg.is_encoder_decoder else [0]) + ids + [vocabulary.eos_id]
-  if cfg.is_encoder_decoder and not getattr(vocabulary, "adds_special_tokens", False):
-    ids.append(cfg.eos_id)
-  return ids
-
-
-def decode_row(tokens: np.ndarray, length: int, eos_id: int, vocabulary: Vocabulary) -> str:
-  """Text of one generated row, without its EOS."""
-  ids = [int(t) for t in tokens[:length]]
-  if ids and ids[-1] == eos_id:
-    ids = ids[:-1]
-  return vocabulary.decode(ids)
 
 
 def read_prompts(path: str) -> list[str]:
@@ -151,7 +92,7 @@ def read_prompts(path: str) -> list[str]:
   return texts
 
 
-def check_vocabulary(vocabulary: Vocabulary, cfg: ModelConfig, where: str) -> None:
+def check_vocabulary(vocabulary: seqio.Vocabulary, cfg: ModelConfig, where: str) -> None:
   """The tokenizer must not produce ids the model has no embedding for."""
   size = getattr(vocabulary, "vocab_size", None)
   if size is not None and size > cfg.vocab_size:
@@ -176,12 +117,14 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
                       f"--output={output_path}")
   texts = read_prompts(input_path)
   mesh = shd.make_mesh() if jax.device_count() > 1 else None
-  model, params, tq, vocabulary = load(hf_dir, workdir, step, vocab, dec.ilql_beta != 0, mesh)
+  model, params, target, vocabulary = load(hf_dir, workdir, step, vocab, dec.ilql_beta != 0,
+                                           mesh)
   cfg: ModelConfig = model.cfg
   check_vocabulary(vocabulary, cfg, f"--vocab={vocab}" if vocab else
                    f"the tokenizer of {hf_dir or workdir}")
-  run_layout = workdir is not None
-  width = max((len(_encode(cfg, vocabulary, t, run_layout)) for t in texts), default=1)
+  rows = [encode_prompt(vocabulary, t, cfg.kind, cfg.eos_id, run_layout=workdir is not None)
+          for t in texts]
+  width = max(len(r) for r in rows)
   eos = cfg.eos_id if dec.eos_id is None else dec.eos_id
   kw = generate_kwargs(dec)
   rng = kw.pop("rng")
@@ -189,13 +132,13 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
        tqdm.tqdm(total=len(texts), unit="prompt", desc="generate") as bar:
     for start in range(0, len(texts), batch_size):
       chunk = texts[start:start + batch_size]
-      padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compilation
-      batch = encode_batch(cfg, vocabulary, padded, width, run_layout)
+      batch = prompt_batch(rows[start:start + batch_size], cfg.kind, width, batch_size,
+                           cfg.pad_id)
       res = generate(model, params, batch, rng=jax.random.fold_in(rng, start),
-                     target_q_params=tq, mesh=mesh, **kw)
+                     target_heads=target, mesh=mesh, **kw)
       tokens, scores, lengths = (np.asarray(x) for x in res)
       for i, text in enumerate(chunk):
-        samples = [decode_row(tokens[i, j], int(lengths[i, j]), eos, vocabulary)
+        samples = [decode_row(vocabulary, tokens[i, j], eos, int(lengths[i, j]))
                    for j in range(tokens.shape[1])]
         out.write(json.dumps({"prompt": text, "samples": samples,
                               "scores": [float(s) for s in scores[i]]}) + "\n")

@@ -144,10 +144,49 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 @contextlib.contextmanager
-def activate(mesh: Mesh, rules: Rules) -> Iterator[None]:
-  """Context in which model code sees the mesh and the logical rules."""
+def _context(mesh: Mesh, rules: Rules) -> Iterator[None]:
+  """The mesh and logical rules that ``constrain`` reads while a function is traced."""
   with jax.set_mesh(mesh), nn_partitioning.axis_rules(tuple(rules)):
     yield
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """Sharding constraint on an activation from its logical axis names.
+
+  Uses the mesh and rules of the enclosing ``jit`` (a no-op outside one), with
+  the same resolver as the parameters: mesh axes that do not divide a
+  dimension are dropped.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  rules = nn_partitioning.get_axis_rules()
+  if mesh.empty or not rules:
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_spec(names, rules, mesh, x.shape))
+
+
+class MeshFunction:
+  """A jitted function bound to its mesh and logical rules.
+
+  Calling or lowering it traces under that mesh and rules, so callers never
+  set a context. ``lower`` takes arrays or ``ShapeDtypeStruct``s (AOT).
+  """
+
+  def __init__(self, fn: Any, mesh: Mesh, rules: Rules, **jit_kwargs: Any):
+    self.mesh, self.rules = mesh, tuple(rules)
+    self._jitted = jax.jit(fn, **jit_kwargs)
+
+  def __call__(self, *args: Any) -> Any:
+    with _context(self.mesh, self.rules):
+      return self._jitted(*args)
+
+  def lower(self, *args: Any) -> Any:
+    with _context(self.mesh, self.rules):
+      return self._jitted.lower(*args)
+
+
+def jit(fn: Any, mesh: Mesh, rules: Rules, **jit_kwargs: Any) -> MeshFunction:
+  """``jax.jit(fn, **jit_kwargs)`` that runs under ``mesh`` and ``rules``."""
+  return MeshFunction(fn, mesh, rules, **jit_kwargs)
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, rules: Rules) -> dict[str, jax.Array]:

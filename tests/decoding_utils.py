@@ -9,21 +9,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from irl_lm.models import build_model, init_params, preset
+from irl_lm.models import (HEADS, apply_heads, apply_q_heads, build_model, init_params, preset,
+                           trunk_params)
 from irl_lm.models.hf_io import _stack_layers
 
 EOS = 5
 
 
 @functools.lru_cache(maxsize=None)
-def tiny(name: str, vocab: int = 64, seed: int = 0, scan_layers: bool = False, **kw):
+def tiny(name: str, vocab: int = 64, seed: int = 0, scan_layers: bool = False,
+         value_heads: bool = False, **kw):
   """(model, params) of a tiny preset with ``vocab`` tokens and EOS = 5 (cached).
 
-  With ``scan_layers`` the parameters are the unrolled ones stacked.
+  With ``scan_layers`` the parameters are the unrolled ones stacked;
+  ``value_heads`` adds the ILQL heads to the parameters.
   """
   cfg = preset(name, vocab_size=vocab, eos_id=EOS, **kw)
-  params = tiny(name, vocab, seed, **kw)[1] if scan_layers else init_params(
-      cfg, jax.random.key(seed))
+  params = tiny(name, vocab, seed, value_heads=value_heads, **kw)[1] if scan_layers else \
+      init_params(cfg, jax.random.key(seed), heads=value_heads)
   if scan_layers:
     flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, params))
     params = jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(_stack_layers(flat)))
@@ -40,13 +43,25 @@ def prompts(cfg, lengths, seed=0) -> np.ndarray:
 
 
 def as_batch(cfg, tokens: np.ndarray) -> dict[str, np.ndarray]:
-  key = "encoder_input_tokens" if cfg.is_encoder_decoder else "decoder_input_tokens"
+  key = "encoder_input_tokens" if cfg.kind == "encdec" else "decoder_input_tokens"
   return {key: tokens}
+
+
+class Outputs(dict):
+  """Full-forward outputs: ``logits`` and, with value heads, ``q1``, ``q2``, ``v``
+  (and ``target_q1``, ``target_q2`` from given target heads), as attributes."""
+  __getattr__ = dict.__getitem__
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(model, params, batch, tq):
-  return model.apply({"params": params}, batch, target_q_params=tq)
+  out = model.apply({"params": trunk_params(params)}, batch)
+  res = {"logits": out.logits}
+  if HEADS in params:
+    res["q1"], res["q2"], res["v"] = apply_heads(model.cfg, params, out.hidden)
+    if tq is not None:
+      res["target_q1"], res["target_q2"] = apply_q_heads(model.cfg, tq, out.hidden)
+  return res
 
 
 def next_outputs(model, params, prompt: np.ndarray, seqs: np.ndarray, tq=None, width: int = 8):
@@ -59,14 +74,14 @@ def next_outputs(model, params, prompt: np.ndarray, seqs: np.ndarray, tq=None, w
   cfg = model.cfg
   b, t = seqs.shape
   pad = np.zeros((b, width - len(prompt)), np.int32)
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     dec = np.concatenate([np.full((b, 1), cfg.decoder_start_id), seqs], 1)
     batch = {"encoder_input_tokens": np.concatenate([np.tile(prompt, (b, 1)), pad], 1),
              "decoder_input_tokens": dec}
-    return _forward(model, params, jax.tree.map(jnp.asarray, batch), tq)
+    return Outputs(_forward(model, params, jax.tree.map(jnp.asarray, batch), tq))
   toks = np.concatenate([np.tile(prompt, (b, 1)), seqs, pad], 1)
   out = _forward(model, params, {"decoder_input_tokens": jnp.asarray(toks)}, tq)
-  return jax.tree.map(lambda x: x[:, len(prompt) - 1:len(prompt) + t], out)
+  return Outputs(jax.tree.map(lambda x: x[:, len(prompt) - 1:len(prompt) + t], out))
 
 
 def ilql_scores(out, beta: float = 0.0, target: bool = True):

@@ -93,8 +93,7 @@ def _task_module(name: str, jsonl: bytes | None) -> Callable[[Path], list[str]]:
         "from irl_lm.data import make_vocabulary, register_jsonl_reward_task\n"
         f"register_jsonl_reward_task({name!r}, {{'train': {str(d / 'rewards.jsonl')!r}, "
         f"'validation': {str(d / 'rewards.jsonl')!r}}}, make_vocabulary('embedded'))\n")
-    return _tiny(f"--config.data.task={name}:{name}", "--config.loss.name=ilql",
-                 "--config.model.value_heads=true")(d)
+    return _tiny(f"--config.data.task={name}:{name}", "--config.loss.name=ilql")(d)
   return setup
 
 
@@ -190,8 +189,10 @@ CASES = [
          r"invalid choice \(config.model.remat\)"),
     Case("dtype", "main", _tiny("--config.model.dtype=int8"),
          r"invalid choice \(config.model.dtype\)"),
-    Case("ilql-no-heads", "main", _tiny("--config.loss.name=ilql"),
-         r"needs value heads \(config.model.value_heads\): expected True vs found False"),
+    Case("config-loss", "main",
+         lambda d: [f"--config={ROOT / 'configs' / 'quickstart.py'}:ppo", f"--workdir={d}"],
+         r"no such loss \(--config=.*quickstart.py:ppo\): expected one of \('mle', 'iqlearn', "
+         r"'ilql'\) vs found 'ppo'"),
     Case("learning-rate", "main", _tiny("--config.optimizer.learning_rate=-0.1"),
          r"\(config.optimizer.learning_rate\): expected value >= 0"),
     Case("tau", "main", _tiny("--config.loss.ilql.tau=1.5"),
@@ -234,7 +235,7 @@ CASES = [
     Case("eval-split", "main", _tiny("--config.data.eval_split=dev"),
          r"has no split 'dev' \(config.data.eval_split\)"),
     Case("ilql-without-rewards", "main",
-         _tiny("--config.loss.name=ilql", "--config.model.value_heads=true"),
+         _tiny("--config.loss.name=ilql"),
          r"needs reward-labelled data \(config.data.task\): expected a task with a 'reward' or "
          r"'turn_rewards' column vs found 'embedded_summarize' without rewards"),
     Case("config-missing", "main", lambda d: [f"--config={d / 'nope.py'}", f"--workdir={d}"],
@@ -273,13 +274,12 @@ CASES = [
          r"line 2 column 16 \(.*config.json\)"),
     # --- main: checkpoints (nothing saved is lost) ---
     Case("resume-other-size", "main", _trained("--config.model.size=t5-mini"),
-         r"the workdir holds a checkpoint of another run \(.*/run\): expected t5/v1_1 d_model "
-         r"\d+, .* vs found t5/v1_1 d_model 64, 2 layers, vocab 256; loss iqlearn; "
+         r"the workdir holds a checkpoint of another run \(.*/run\): expected v1_1 \(encdec\) "
+         r"d_model \d+, .* vs found v1_1 \(encdec\) d_model 64, 2 layers, vocab 256; loss iqlearn; "
          r"optimizer adamw \(step 4;", keep=_checkpoint_files),
     Case("resume-other-loss", "main",
-         _trained("--config.loss.name=ilql", "--config.model.value_heads=true",
-                  "--config.data.task=embedded_ilql"),
-         r"checkpoint of another run .*value heads; loss ilql.* vs found .*loss iqlearn",
+         _trained("--config.loss.name=ilql", "--config.data.task=embedded_ilql"),
+         r"checkpoint of another run .*; loss ilql.* vs found .*loss iqlearn",
          keep=_checkpoint_files),
     Case("resume-other-optimizer", "main", _trained("--config.optimizer.name=adafactor"),
          r"checkpoint of another run .*optimizer adafactor vs found .*optimizer adamw",

@@ -10,7 +10,7 @@ from irl_lm.data import BatchIterator, compute_metrics, eval_examples, get_task
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 EXAMPLE = os.path.join(FIXTURES, "my_tasks.py")
-README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+DATA_DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "data.md")
 QA = [("anna has 3 apples and buys 4 more . how many ?", "3 + 4 = 7 . #### 7"),
       ("ben has 10 pens and gives away 2 . how many ?", "10 - 2 = 8 . #### 8"),
       ("6 boxes of 2 cakes . how many cakes ?", "6 * 2 = 12 . #### 12"),
@@ -71,9 +71,10 @@ def test_readme_command_trains_on_the_example(project):
   assert np.isfinite(metrics["train/loss"]) and "eval/accuracy" in metrics
 
 
-def test_readme_shows_the_example_verbatim():
+def test_data_doc_shows_the_example_verbatim():
+  """docs/data.md ("Registering a new dataset") shows tests/fixtures/data/my_tasks.py verbatim."""
   with open(EXAMPLE, encoding="utf-8") as f:
     code = f.read()
-  with open(README, encoding="utf-8") as f:
-    readme = f.read()
-  assert f"```python\n{code}```" in readme
+  with open(DATA_DOC, encoding="utf-8") as f:
+    doc = f.read()
+  assert f"```python\n{code}```" in doc

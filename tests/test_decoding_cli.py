@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 
 from irl_lm import generate as cli
+from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch
 from irl_lm.decoding import default_config, generate
 from irl_lm.models import from_pretrained
 
@@ -52,9 +53,11 @@ def test_run_matches_library_greedy(tmp_path):
   model, params = from_pretrained(HF_DIR)
   vocab = cli.load_vocabulary(VOCAB)
   texts = [p for p in PROMPTS if p]
-  res = generate(model, params, cli.encode_batch(model.cfg, vocab, texts, 16), max_new_tokens=6)
+  ids = [encode_prompt(vocab, t, model.cfg.kind, model.cfg.eos_id, run_layout=False)
+         for t in texts]
+  res = generate(model, params, prompt_batch(ids, model.cfg.kind, 16), max_new_tokens=6)
   for i, row in enumerate(rows):
-    want = cli.decode_row(np.asarray(res.tokens[i, 0]), int(res.lengths[i, 0]),
-                          model.cfg.eos_id, vocab)
+    want = decode_row(vocab, np.asarray(res.tokens[i, 0]), model.cfg.eos_id,
+                      int(res.lengths[i, 0]))
     assert row["samples"] == [want]
     np.testing.assert_allclose(row["scores"], np.asarray(res.scores[i]), rtol=1e-5)

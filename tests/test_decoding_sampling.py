@@ -5,7 +5,6 @@ import numpy as np
 
 from irl_lm.decoding import default_config, generate_kwargs, log_probs, token_scores
 from irl_lm.decoding.sampling import Settings, choose, top_k_filter, top_p_filter
-from irl_lm.models import ModelOutput
 
 PROBS = np.log(np.array([[0.1, 0.5, 0.05, 0.3, 0.05]], np.float32))
 
@@ -31,18 +30,29 @@ def test_log_probs_apply_temperature_then_filters():
 def test_ilql_scores_follow_trlx_rule():
   rng = np.random.default_rng(0)
   f = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
-  out = ModelOutput(logits=f(2, 5), q1=f(2, 5), q2=f(2, 5), v=f(2), target_q1=f(2, 5),
-                    target_q2=f(2, 5))
+  logits, q1, q2, v = f(2, 5), f(2, 5), f(2, 5), f(2)
   s = Settings(method="greedy", max_new_tokens=1, eos_id=1, ilql=True)
-  lp = jax.nn.log_softmax(out.logits)
-  want = lp + 0.5 * (jnp.minimum(out.target_q1, out.target_q2) - out.v[:, None])
-  np.testing.assert_allclose(token_scores(out, 0.5, s), want, rtol=1e-6)
-  online = Settings(method="greedy", max_new_tokens=1, eos_id=1, ilql=True,
-                    use_target_heads=False)
-  want = lp + 0.5 * (jnp.minimum(out.q1, out.q2) - out.v[:, None])
-  np.testing.assert_allclose(token_scores(out, 0.5, online), want, rtol=1e-6)
+  want = jax.nn.log_softmax(logits) + 0.5 * (jnp.minimum(q1, q2) - v[:, None])
+  np.testing.assert_allclose(token_scores(logits, 0.5, s, (q1, q2, v)), want, rtol=1e-6)
   plain = Settings(method="greedy", max_new_tokens=1, eos_id=1)
-  np.testing.assert_array_equal(token_scores(out, 0.5, plain), out.logits)
+  np.testing.assert_array_equal(token_scores(logits, 0.5, plain), logits)
+
+
+def test_ilql_values_take_target_or_online_q_heads():
+  from irl_lm.decoding.sampling import ilql_values
+  from irl_lm.models import apply_heads, apply_q_heads, init_params, preset, q_heads
+  cfg = preset("gpt2-tiny", vocab_size=16)
+  params = init_params(cfg, jax.random.key(0), heads=True)
+  target = jax.tree.map(lambda x: x + 1.0, q_heads(params))
+  h = jax.random.normal(jax.random.key(1), (3, cfg.d_model))
+  q1, q2, v = apply_heads(cfg, params, h[:, None])
+  t1, t2 = apply_q_heads(cfg, target, h[:, None])
+  for use_target, (w1, w2) in ((True, (t1, t2)), (False, (q1, q2))):
+    s = Settings(method="greedy", max_new_tokens=1, eos_id=1, ilql=True,
+                 use_target_heads=use_target)
+    got = ilql_values(cfg, params, target, s)(h)
+    for a, b in zip(got, (w1[:, 0], w2[:, 0], v[:, 0])):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_choose_greedy_and_sampled_tokens_with_their_log_probs():

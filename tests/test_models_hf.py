@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from irl_lm.models import from_pretrained, save_pretrained
+from irl_lm.models import (apply_heads, apply_q_heads, from_pretrained, q_heads, save_pretrained,
+                           trunk_params)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
 NAMES = ["t5_v1_1", "t5_original", "gpt2", "llama_gqa"]
@@ -56,10 +57,11 @@ def test_value_heads_saved_beside_and_read_back(tmp_path):
   src = os.path.join(FIXTURES, "gpt2")
   model, params = from_pretrained(src, value_heads=True, rng=jax.random.key(3))
   ref, batch = golden("gpt2")
-  out = model.apply({"params": params}, batch)
+  out = model.apply({"params": trunk_params(params)}, batch)
   np.testing.assert_allclose(np.asarray(out.logits), ref, atol=1e-4)
-  assert out.q1.shape == out.q2.shape == ref.shape and out.v.shape == ref.shape[:2]
-  assert out.q1.dtype == out.v.dtype == jnp.float32
+  q1, q2, v = apply_heads(model.cfg, params, out.hidden)
+  assert q1.shape == q2.shape == ref.shape and v.shape == ref.shape[:2]
+  assert q1.dtype == v.dtype == jnp.float32
   save_pretrained(model, params, str(tmp_path))
   assert os.path.exists(tmp_path / "value_heads.safetensors")
   assert not any(k.startswith("heads") for k in load_file(str(tmp_path / "model.safetensors")))
@@ -67,16 +69,16 @@ def test_value_heads_saved_beside_and_read_back(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params["heads"], params2["heads"])
 
 
-def test_target_q_heads_output():
-  from irl_lm.models import target_q_params
+def test_q_heads_applied_from_separate_parameters():
   model, params = from_pretrained(os.path.join(FIXTURES, "t5_v1_1"), value_heads=True)
   _, batch = golden("t5_v1_1")
-  tq = target_q_params(params)
-  out = model.apply({"params": params}, batch, target_q_params=tq)
-  np.testing.assert_array_equal(np.asarray(out.target_q1), np.asarray(out.q1))
-  tq = jax.tree.map(lambda x: x * 0.5, tq)
-  out2 = model.apply({"params": params}, batch, target_q_params=tq)
-  assert not np.allclose(np.asarray(out2.target_q2), np.asarray(out.q2))
+  h = model.apply({"params": trunk_params(params)}, batch).hidden
+  q1, q2, _ = apply_heads(model.cfg, params, h)
+  t1, t2 = apply_q_heads(model.cfg, q_heads(params), h)
+  np.testing.assert_array_equal(np.asarray(t1), np.asarray(q1))
+  np.testing.assert_array_equal(np.asarray(t2), np.asarray(q2))
+  _, t2 = apply_q_heads(model.cfg, jax.tree.map(lambda x: x * 0.5, q_heads(params)), h)
+  assert not np.allclose(np.asarray(t2), np.asarray(q2))
 
 
 def _copy(name, tmp_path):

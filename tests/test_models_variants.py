@@ -14,7 +14,7 @@ TINY = {n: preset(n, vocab_size=64) for n in ("t5-tiny", "gpt2-tiny", "llama-tin
 def batch_for(cfg, b=2, t=6, seed=0):
   rng = np.random.default_rng(seed)
   out = {"decoder_input_tokens": rng.integers(2, cfg.vocab_size, (b, t)).astype(np.int32)}
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     enc = rng.integers(2, cfg.vocab_size, (b, t + 1)).astype(np.int32)
     enc[0, -2:] = 0
     out["encoder_input_tokens"] = enc
@@ -70,7 +70,7 @@ def test_packed_rows_equal_separate_rows(name):
                                                      b["decoder_input_tokens"]], 1),
             "decoder_segment_ids": jnp.array([[1, 1, 1, 1, 2, 2, 2]]),
             "decoder_positions": jnp.array([[0, 1, 2, 3, 0, 1, 2]])}
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     ea = jnp.array([[3, 9, 4, 12]])
     eb = jnp.array([[7, 5, 20]])
     a["encoder_input_tokens"], b["encoder_input_tokens"] = ea, eb
@@ -86,13 +86,13 @@ def test_packed_rows_equal_separate_rows(name):
 @pytest.mark.parametrize("scan", [False, True])
 def test_decode_cache_matches_full_forward(name, scan):
   """Prefill then one token at a time through the cache equals one full pass."""
-  cfg = TINY[name].replace(scan_layers=scan, value_heads=True)
+  cfg = TINY[name].replace(scan_layers=scan)
   model, params = build_model(cfg), init_params(cfg, jax.random.key(4))
   batch = batch_for(cfg, 2, 6)
   full = model.apply({"params": params}, batch)
   dec = batch["decoder_input_tokens"]
   pos = jnp.broadcast_to(jnp.arange(6), dec.shape)
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     enc = model.apply({"params": params}, batch, method="encode")
     init = model.init(jax.random.key(0), batch, enc, decode=True, method="decode")
     step = lambda c, sl, e: model.apply({"params": params, "cache": c},
@@ -115,7 +115,7 @@ def test_decode_cache_matches_full_forward(name, scan):
     for t in range(3, 6):
       out, v = step(v["cache"], slice(t, t + 1))
       outs.append(out)
-  for field in ("logits", "q1", "v"):
+  for field in ("logits", "hidden"):  # the value heads read the hidden states
     got = jnp.concatenate([getattr(o, field) for o in outs], 1)
     np.testing.assert_allclose(got, getattr(full, field), atol=2e-5, err_msg=field)
 
@@ -135,11 +135,11 @@ def test_left_padded_prompt_decodes_like_unpadded():
 
 
 @pytest.mark.parametrize("kw,msg", [
-    (dict(family="rnn"), "model.family='rnn'"),
+    (dict(kind="rnn"), "model.kind='rnn'"),
     (dict(layout="gpt2"), "model.layout='gpt2'"),
     (dict(remat="some"), "model.remat='some'"),
     (dict(dtype="float16"), "model.dtype='float16'"),
-    (dict(family="decoder", layout="llama", num_heads=4, num_kv_heads=3), "num_kv_heads=3"),
+    (dict(kind="decoder", layout="llama", num_heads=4, num_kv_heads=3), "num_kv_heads=3"),
 ])
 def test_config_errors_name_the_key(kw, msg):
   with pytest.raises(ValueError, match=msg.replace("(", r"\(")):

@@ -5,8 +5,8 @@ import sys
 
 import jax
 
-from irl_lm.models import param_logical_specs
-from irl_lm.planning import parse_memory, plan_decode, plan_train, planned_model_config
+from irl_lm.planning import parse_memory, plan_decode, plan_train
+from irl_lm.training.builders import build_run
 from training_utils import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +22,7 @@ def test_plan_train_and_decode_on_simulated_devices():
   c = tiny_config("ilql", mesh=(2, 4, 1), num_devices=0)
   c.model.vocab_size = 512
   plan = plan_train(c, jax.devices(), 2 ** 30)
-  n_params = sum(x.size for x in jax.tree.leaves(param_logical_specs(planned_model_config(c))[1]))
+  n_params = sum(x.size for x in jax.tree.leaves(build_run(c, with_task=False).state_abstract.params))
   # fsdp=4 splits every large array four ways: per-device params are about a quarter.
   assert 0.24 * 4 * n_params < plan.params < 0.5 * 4 * n_params
   assert abs(plan.optimizer - 2 * plan.params) <= 64  # AdamW: two moments (+ step counts)

@@ -45,8 +45,6 @@ def _with(**changes):
     (dict(loss__name="ppo"), r"invalid choice \(config.loss.name\): expected one of .* vs found 'ppo'"),
     (dict(optimizer__name="sgd"), r"invalid choice \(config.optimizer.name\).* vs found 'sgd'"),
     (dict(optimizer__schedule="step"), r"invalid choice \(config.optimizer.schedule\).* vs found 'step'"),
-    (dict(loss__name="ilql", model__value_heads=False),
-     r"config.loss.name='ilql' needs value heads \(config.model.value_heads\): expected True vs found False"),
     (dict(data__batch_size=9, optimizer__grad_accum_steps=2),
      r"\(config.data.batch_size\): expected a multiple of config.optimizer.grad_accum_steps=2 vs found 9"),
     (dict(train__steps=0), r"value out of range \(config.train.steps\): expected value > 0 vs found 0"),

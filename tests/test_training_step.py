@@ -9,24 +9,17 @@ from irl_lm import data
 from irl_lm.models import build_model, from_pretrained
 from irl_lm.training import builders
 from irl_lm.training.checkpoints import Checkpointer
-from irl_lm.training.optim import make_optimizer
-from irl_lm.training.state import create_state
-from irl_lm.training.step import make_train_step
 from irl_lm.training.trainer import NonFiniteError, train_and_evaluate
 from training_utils import assert_trees_close, assert_trees_equal, tiny_config, trained_params
 
 
 def setup(config):
-  mesh = builders.make_mesh(config)
-  task = builders.get_task(config)
-  cfg = builders.model_config(config, task)
-  tx, schedule = make_optimizer(config.optimizer, config.train.steps)
-  with_tq = config.loss.name == "ilql"
-  state = create_state(cfg, tx, mesh, config.mesh.rules, config.seed, with_tq)
-  it = data.BatchIterator(task, "train", "encdec", {"inputs": 32, "targets": 16},
+  """(state, step, batches) of the run the builder makes; the step takes host batches."""
+  run = builders.build_run(config)
+  it = data.BatchIterator(run.task, "train", run.kind, {"inputs": 32, "targets": 16},
                           config.data.batch_size, seed=0)
-  step = jax.jit(make_train_step(build_model(cfg), config, tx, schedule))
-  return state, step, it
+  step = lambda state, batch: run.train_step(state, run.shard_batch(batch))
+  return run.init_state(), step, it
 
 
 def test_nonfinite_update_is_skipped():

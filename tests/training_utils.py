@@ -9,7 +9,6 @@ def tiny_config(loss: str = "iqlearn", *, steps: int = 6, mesh=(1, 1, 1), num_de
   c.model.size = "t5-tiny"
   c.loss.name = loss
   c.data.task = "embedded_ilql" if loss == "ilql" else "embedded_summarize"
-  c.model.value_heads = loss == "ilql"
   c.data.inputs_length = 32
   c.data.targets_length = 16
   c.data.batch_size = 8
@@ -30,8 +29,8 @@ def tiny_config(loss: str = "iqlearn", *, steps: int = 6, mesh=(1, 1, 1), num_de
 
 
 def trained_params(workdir: str, step=None):
-  from irl_lm.training.checkpoints import load_for_generation
-  _, params, target_q, _ = load_for_generation(workdir, step)
+  from irl_lm.training.builders import restore_params
+  _, params, target_q, _ = restore_params(workdir, step)
   return params, target_q
 
 

@@ -151,6 +151,10 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   def _encode(self, s: str) -> list[int]:
     return self._tokenizer.encode(s, add_special_tokens=False).ids
 
+  def encode_with_template(self, s: str) -> list[int]:
+    """Ids with the file's special-token template applied (e.g. Llama's BOS, T5's EOS)."""
+    return self._tokenizer.encode(s, add_special_tokens=True).ids
+
   def _decode(self, ids) -> str:
     return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 

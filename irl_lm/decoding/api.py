@@ -14,11 +14,12 @@ from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
 from irl_lm.decoding.beam import beam_search
-from irl_lm.decoding.sampling import METHODS, Settings
+from irl_lm.decoding.sampling import METHODS, Settings, ilql_values
 from irl_lm.decoding.search import sample_or_greedy
 from irl_lm.decoding.session import session_for
 from irl_lm.errors import ConfigError, InputError
-from irl_lm.models import ModelConfig, build_model, param_logical_specs
+from irl_lm.models import (HEADS, ModelConfig, build_model, param_shardings, q_heads,
+                           trunk_params)
 
 
 class GenerateOutput(NamedTuple):
@@ -40,13 +41,14 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
              method: str = "greedy", temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, num_beams: int = 1, num_samples: int = 1,
              eos_id: int | None = None, rng: jax.Array | None = None, ilql_beta: float = 0.0,
-             target_q_params: Any | None = None, use_target_heads: bool = True,
+             target_heads: Any | None = None, use_target_heads: bool = True,
              mesh: Mesh | None = None, rules: shd.Rules = shd.DEFAULT_RULES) -> GenerateOutput:
   """Generates continuations with a key/value cache in one jitted loop.
 
   Args:
     model: a ``T5`` or ``Decoder`` from ``irl_lm.models``.
-    params: its parameters.
+    params: its parameters (with the ILQL value heads under ``params['heads']``
+      for ``ilql_beta``).
     batch: T5: ``encoder_input_tokens`` [b, t] right-padded with 0. Decoder-only:
       ``decoder_input_tokens`` [b, p], prompts right-padded, and optionally
       ``prompt_lengths`` [b] (default: up to the last non-zero token); every
@@ -62,32 +64,30 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
     rng: sampling key (default ``jax.random.key(0)``).
     ilql_beta: ILQL guidance, trlx's rule: the scores are
       ``log_softmax(logits) + ilql_beta * (min(Q1, Q2) - V)``; 0 is the
-      behaviour policy. Needs a model with value heads.
-    target_q_params: target Q heads ``{"q1", "q2"}``, used when
-      ``use_target_heads`` (else the online heads are used).
+      behaviour policy. Needs value heads in ``params``.
+    target_heads: ILQL target Q heads ``{"q1", "q2"}`` (a train state's
+      ``target_q``), used when ``use_target_heads`` (else the online heads are).
     mesh: shard the batch over the mesh's batch axes (and the parameters by
       ``rules``); the batch is padded to a multiple of the batch shards.
     rules: logical axis rules used with ``mesh``.
   """
   cfg: ModelConfig = model.cfg
   s = _settings(cfg, method, max_new_tokens, temperature, top_k, top_p, num_beams, num_samples,
-                eos_id, ilql_beta, target_q_params, use_target_heads)
+                eos_id, ilql_beta, HEADS in params, target_heads, use_target_heads)
+  if not s.ilql:
+    params = trunk_params(params)
   inputs = _inputs(cfg, batch, max_new_tokens)
   b = next(iter(inputs.values())).shape[0]
   shards = 1 if mesh is None else _batch_shards(mesh, rules)
   padded = -b % shards
   if padded:
     inputs = {k: np.concatenate([v, np.repeat(v[:1], padded, 0)]) for k, v in inputs.items()}
-  tq = target_q_params if s.ilql and s.use_target_heads else None
+  target = target_heads if s.ilql and s.use_target_heads else None
   beta = jnp.float32(ilql_beta)
   rng = jax.random.key(0) if rng is None else rng
   rules = tuple((name, tuple(ax) if isinstance(ax, list) else ax) for name, ax in rules)
   fn = _compiled(cfg, s, mesh, rules, tuple(sorted(inputs)))
-  if mesh is None:
-    tokens, scores, lengths = fn(params, inputs, tq, beta, rng)
-  else:
-    with shd.activate(mesh, rules):
-      tokens, scores, lengths = fn(params, inputs, tq, beta, rng)
+  tokens, scores, lengths = fn(params, inputs, target, beta, rng)
   per = s.rows_per_input
   return GenerateOutput(tokens.reshape(-1, per, max_new_tokens)[:b],
                         scores.reshape(-1, per)[:b], lengths.reshape(-1, per)[:b])
@@ -95,7 +95,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
 
 def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: float,
               top_k: int, top_p: float, num_beams: int, num_samples: int, eos_id: int | None,
-              ilql_beta: float, target_q_params: Any, use_target_heads: bool) -> Settings:
+              ilql_beta: float, has_heads: bool, target_heads: Any, use_target_heads: bool
+              ) -> Settings:
   if method not in METHODS:
     raise ConfigError(f"decoding.method={method!r}: expected one of {METHODS}")
   checks = [(max_new_tokens >= 1, f"decoding.max_new_tokens={max_new_tokens}: must be >= 1"),
@@ -109,11 +110,11 @@ def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: f
              f"decoding.num_samples={num_samples}: only method='sample' draws several"),
             (method == "beam" or num_beams == 1,
              f"decoding.num_beams={num_beams}: only method='beam' uses beams"),
-            (not ilql_beta or cfg.value_heads,
+            (not ilql_beta or has_heads,
              f"decoding.ilql_beta={ilql_beta}: the model has no value heads"),
-            (not ilql_beta or not use_target_heads or target_q_params is not None,
+            (not ilql_beta or not use_target_heads or target_heads is not None,
              f"decoding.ilql_beta={ilql_beta} with use_target_heads=True needs "
-             "target_q_params (or set use_target_heads=False for the online heads)")]
+             "target_heads (or set use_target_heads=False for the online heads)")]
   for ok, msg in checks:
     if not ok:
       raise ConfigError(msg)
@@ -126,7 +127,7 @@ def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: f
 def _inputs(cfg: ModelConfig, batch: Mapping[str, Any], max_new_tokens: int
             ) -> dict[str, np.ndarray]:
   """Host-side input arrays: T5 encoder tokens, or decoder prompts and their lengths."""
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     return {"encoder_input_tokens": np.asarray(batch["encoder_input_tokens"], np.int32)}
   tokens = np.asarray(batch["decoder_input_tokens"], np.int32)
   if "prompt_lengths" in batch:
@@ -138,7 +139,7 @@ def _inputs(cfg: ModelConfig, batch: Mapping[str, Any], max_new_tokens: int
     raise InputError("generate: every decoder-only prompt needs at least one token "
                      f"(prompt lengths {lengths.tolist()})")
   longest = int(lengths.max(initial=0)) + max_new_tokens - 1
-  if cfg.layout == "gpt2" and longest > cfg.max_position_embeddings:
+  if cfg.position == "learned" and longest > cfg.max_position_embeddings:
     raise ConfigError(f"generate: prompt plus max_new_tokens needs {longest} positions; "
                       f"the model has {cfg.max_position_embeddings}")
   return {"decoder_input_tokens": tokens, "prompt_lengths": lengths.astype(np.int32)}
@@ -157,27 +158,28 @@ def _compiled(cfg: ModelConfig, s: Settings, mesh: Mesh | None, rules: tuple[Any
   model = build_model(cfg)
   session = session_for(model, s.max_new_tokens, s.rows_per_input)
 
-  def run(params, inputs, tq, beta, rng):
+  def run(params, inputs, target, beta, rng):
+    guide = ilql_values(cfg, params, target, s) if s.ilql else None
+    trunk = trunk_params(params)
     if s.method == "beam":
-      return beam_search(session, s, params, inputs, tq, beta)
-    return sample_or_greedy(session, s, params, inputs, tq, beta, rng)
+      return beam_search(session, s, trunk, inputs, guide, beta)
+    return sample_or_greedy(session, s, trunk, inputs, guide, beta, rng)
 
   if mesh is None:
     return jax.jit(run)
-  specs, abstract = param_logical_specs(cfg)
-  p_sh = shd.logical_shardings(specs, abstract, mesh, rules)
-  use_tq = s.ilql and s.use_target_heads
-  tq_sh = {k: p_sh["heads"][k] for k in ("q1", "q2")} if use_tq else None
-  b_sh = shd.batch_sharding(mesh, rules, 2)
+  _, _, p_sh = param_shardings(cfg, mesh, rules, heads=s.ilql)
+  target_sh = q_heads(p_sh) if s.ilql and s.use_target_heads else None
   in_sh = {k: shd.batch_sharding(mesh, rules, 1 if k == "prompt_lengths" else 2)
            for k in input_names}
   rep = shd.replicated(mesh)
-  out_sh = (b_sh, shd.batch_sharding(mesh, rules, 1), shd.batch_sharding(mesh, rules, 1))
-  jitted = jax.jit(run, in_shardings=(p_sh, in_sh, tq_sh, rep, rep), out_shardings=out_sh)
+  out_sh = (shd.batch_sharding(mesh, rules, 2), shd.batch_sharding(mesh, rules, 1),
+            shd.batch_sharding(mesh, rules, 1))
+  jitted = shd.jit(run, mesh, rules, in_shardings=(p_sh, in_sh, target_sh, rep, rep),
+                   out_shardings=out_sh)
 
-  def call(params, inputs, tq, beta, rng):
+  def call(params, inputs, target, beta, rng):
     params = jax.device_put(params, p_sh)
-    if use_tq:
-      tq = jax.device_put(tq, tq_sh)
-    return jitted(params, inputs, tq, beta, rng)
+    if target_sh is not None:
+      target = jax.device_put(target, target_sh)
+    return jitted(params, inputs, target, beta, rng)
   return call

@@ -1,14 +1,14 @@
 """Beam search ranking sequences by their summed token log-probabilities (no length penalty)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.decoding.sampling import Settings, log_probs, token_scores
+from irl_lm.decoding.sampling import Settings, Values, log_probs, token_scores
 from irl_lm.decoding.session import Session
 
 Array = jax.Array
@@ -20,7 +20,7 @@ def _take(x: Array, idx: Array) -> Array:
 
 
 def beam_search(session: Session, s: Settings, params: Any, inputs: Mapping[str, Array],
-                tq: Any, beta: Array) -> tuple[Array, Array, Array]:
+                guide: Callable[[Array], Values] | None, beta: Array) -> tuple[Array, Array, Array]:
   """Keeps ``s.num_beams`` live prefixes and the best ``s.num_beams`` finished sequences.
 
   A sequence finishes at EOS or at ``max_new_tokens`` tokens. The search stops
@@ -32,14 +32,15 @@ def beam_search(session: Session, s: Settings, params: Any, inputs: Mapping[str,
     adjacent and best first; tokens after EOS are 0.
   """
   k, n = s.num_beams, s.max_new_tokens
-  out, carry = session.start(params, inputs, tq)
+  out, carry = session.start(params, inputs)
   b, vocab = out.logits.shape[0] // k, out.logits.shape[-1]
   neg = jnp.full((b, k), -jnp.inf)
   alive = (jnp.zeros((b, k, n), jnp.int32), neg.at[:, 0].set(0.0))
   finished = (jnp.zeros((b, k, n), jnp.int32), neg, jnp.zeros((b, k), jnp.int32))
 
   def expand(out, i, alive, finished):
-    logp = log_probs(token_scores(out, beta, s), s).reshape(b, k, vocab)
+    values = guide(out.hidden) if guide is not None else None
+    logp = log_probs(token_scores(out.logits, beta, s, values), s).reshape(b, k, vocab)
     cand = (alive[1][..., None] + logp).reshape(b, k * vocab)
     score, idx = lax.top_k(cand, 2 * k)  # at most k of these end in EOS
     parent, tok = idx // vocab, (idx % vocab).astype(jnp.int32)
@@ -59,7 +60,7 @@ def beam_search(session: Session, s: Settings, params: Any, inputs: Mapping[str,
   def body(loop):
     i, carry, parent, tok, alive, finished = loop
     rows = (jnp.arange(b)[:, None] * k + parent).reshape(-1)
-    out, carry = session.step(params, session.reorder(carry, rows, inputs), tok.reshape(-1), tq)
+    out, carry = session.step(params, session.reorder(carry, rows, inputs), tok.reshape(-1))
     alive, finished, parent, tok = expand(out, i, alive, finished)
     return i + 1, carry, parent, tok, alive, finished
 

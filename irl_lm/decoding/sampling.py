@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import ModelOutput
+from irl_lm.models import ModelConfig, apply_heads, apply_q_heads
 
 Array = jax.Array
 METHODS = ("greedy", "sample", "beam")
@@ -33,17 +35,34 @@ class Settings:
     return self.num_beams if self.method == "beam" else self.num_samples
 
 
-def token_scores(out: ModelOutput, beta: Array, s: Settings) -> Array:
+Values = tuple[Array, Array, Array]  # (Q1 [rows, vocab], Q2 [rows, vocab], V [rows])
+
+
+def token_scores(logits: Array, beta: Array, s: Settings, values: Values | None = None) -> Array:
   """Per-token scores [rows, vocab] before temperature / top-k / top-p.
 
-  With ILQL (``s.ilql``), trlx's rule: log_softmax(logits) + beta * (min(Q1, Q2) - V).
-  Otherwise the logits: the behaviour policy's log-probabilities up to a per-row
-  constant, which the decoding distribution does not see.
+  With ILQL (``s.ilql``; ``values`` from ``ilql_values``), trlx's rule:
+  log_softmax(logits) + beta * (min(Q1, Q2) - V). Otherwise the logits: the
+  behaviour policy's log-probabilities up to a per-row constant, which the
+  decoding distribution does not see.
   """
   if not s.ilql:
-    return out.logits
-  q1, q2 = (out.target_q1, out.target_q2) if s.use_target_heads else (out.q1, out.q2)
-  return jax.nn.log_softmax(out.logits, axis=-1) + beta * (jnp.minimum(q1, q2) - out.v[..., None])
+    return logits
+  q1, q2, v = values
+  return jax.nn.log_softmax(logits, axis=-1) + beta * (jnp.minimum(q1, q2) - v[..., None])
+
+
+def ilql_values(cfg: ModelConfig, params: Any, target: Any, s: Settings
+                ) -> Callable[[Array], Values]:
+  """``hidden [rows, d] -> (Q1, Q2, V)`` from the value heads in ``params``; the Qs
+  come from the target heads ``target`` when ``s.use_target_heads``."""
+  def values(h: Array) -> Values:
+    h = h[:, None]
+    q1, q2, v = apply_heads(cfg, params, h)
+    if s.use_target_heads:
+      q1, q2 = apply_q_heads(cfg, target, h)
+    return q1[:, 0], q2[:, 0], v[:, 0]
+  return values
 
 
 def top_k_filter(scores: Array, k: int) -> Array:

@@ -1,21 +1,21 @@
 """Greedy decoding and sampling: one jitted ``lax.while_loop`` that stops when every row is done."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.decoding.sampling import Settings, choose, token_scores
+from irl_lm.decoding.sampling import Settings, Values, choose, token_scores
 from irl_lm.decoding.session import Session
 
 Array = jax.Array
 
 
 def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping[str, Array],
-                     tq: Any, beta: Array, rng: Array) -> tuple[Array, Array, Array]:
+                     guide: Callable[[Array], Values] | None, beta: Array, rng: Array) -> tuple[Array, Array, Array]:
   """Decodes ``s.num_samples`` rows per input (greedy: argmax).
 
   Returns:
@@ -27,7 +27,8 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
 
   def pick(out, i, done):
     key = None if s.method == "greedy" else jax.random.fold_in(rng, i)
-    tok, lp = choose(token_scores(out, beta, s), s, key)
+    values = guide(out.hidden) if guide is not None else None
+    tok, lp = choose(token_scores(out.logits, beta, s, values), s, key)
     return jnp.where(done, 0, tok), jnp.where(done, 0.0, lp)
 
   def record(state, i, tok, lp):
@@ -35,7 +36,7 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
     tokens = lax.dynamic_update_slice(tokens, tok[:, None], (0, i))
     return tokens, score + lp, length + (~done).astype(jnp.int32), done | (tok == s.eos_id)
 
-  out, carry = session.start(params, inputs, tq)
+  out, carry = session.start(params, inputs)
   rows = out.logits.shape[0]
   state = (jnp.zeros((rows, n), jnp.int32), jnp.zeros((rows,), jnp.float32),
            jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
@@ -48,7 +49,7 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
 
   def body(loop):
     i, carry, tok, state = loop
-    out, carry = session.step(params, carry, tok, tq)
+    out, carry = session.step(params, carry, tok)
     tok, lp = pick(out, i, state[3])
     state = record(state, i, tok, lp)
     return i + 1, carry, tok, state

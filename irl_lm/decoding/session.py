@@ -47,19 +47,19 @@ class Session(abc.ABC):
     """Abstract cache for ``rows`` decoding rows."""
 
   @abc.abstractmethod
-  def start(self, params: Any, inputs: Mapping[str, Array], tq: Any = None
+  def start(self, params: Any, inputs: Mapping[str, Array]
             ) -> tuple[ModelOutput, Carry]:
     """Encodes/prefills the prompts: outputs for the first new token and the carry."""
 
   @abc.abstractmethod
-  def step(self, params: Any, carry: Carry, tokens: Array, tq: Any = None
+  def step(self, params: Any, carry: Carry, tokens: Array
            ) -> tuple[ModelOutput, Carry]:
     """Feeds one token per row: outputs for the next token and the new carry."""
 
   def _apply(self, params: Any, cache: Any, batch: Mapping[str, Array], *args: Any,
-             tq: Any = None, **kw: Any) -> tuple[ModelOutput, Any]:
+             **kw: Any) -> tuple[ModelOutput, Any]:
     out, variables = self.model.apply({"params": params, "cache": cache}, batch, *args,
-                                      decode=True, mutable=["cache"], target_q_params=tq, **kw)
+                                      decode=True, mutable=["cache"], **kw)
     return out, variables["cache"]
 
   def reorder(self, carry: Carry, rows: Array, inputs: Mapping[str, Array]) -> Carry:
@@ -84,7 +84,7 @@ class DecoderSession(Session):
     fn = lambda b: self.model.init(jax.random.key(0), b, decode=True)["cache"]
     return jax.eval_shape(fn, {"decoder_input_tokens": z, "decoder_positions": z})
 
-  def start(self, params: Any, inputs: Mapping[str, Array], tq: Any = None
+  def start(self, params: Any, inputs: Mapping[str, Array]
             ) -> tuple[ModelOutput, Carry]:
     tokens = jnp.repeat(inputs["decoder_input_tokens"].astype(jnp.int32), self.repeat, 0)
     lengths = jnp.repeat(inputs["prompt_lengths"].astype(jnp.int32), self.repeat, 0)
@@ -97,14 +97,14 @@ class DecoderSession(Session):
     cache = _zeros(self._cache_shapes(rows, inputs))
     if p > 1:  # all but the last token: only the cache is kept, so no logits are computed
       _, cache = self._apply(params, cache, jax.tree.map(lambda x: x[:, :-1], batch))
-    out, cache = self._apply(params, cache, jax.tree.map(lambda x: x[:, -1:], batch), tq=tq)
+    out, cache = self._apply(params, cache, jax.tree.map(lambda x: x[:, -1:], batch))
     return _last(out), {"cache": cache, "pos": lengths}
 
-  def step(self, params: Any, carry: Carry, tokens: Array, tq: Any = None
+  def step(self, params: Any, carry: Carry, tokens: Array
            ) -> tuple[ModelOutput, Carry]:
     pos = carry["pos"]
     batch = {"decoder_input_tokens": tokens[:, None], "decoder_positions": pos[:, None]}
-    out, cache = self._apply(params, carry["cache"], batch, tq=tq)
+    out, cache = self._apply(params, carry["cache"], batch)
     return _last(out), {"cache": cache, "pos": pos + 1}
 
 
@@ -121,7 +121,7 @@ class T5Session(Session):
                                       method="decode")["cache"]
     return jax.eval_shape(fn, {"decoder_input_tokens": dec, "encoder_input_tokens": enc}, h)
 
-  def start(self, params: Any, inputs: Mapping[str, Array], tq: Any = None
+  def start(self, params: Any, inputs: Mapping[str, Array]
             ) -> tuple[ModelOutput, Carry]:
     enc_tokens = inputs["encoder_input_tokens"].astype(jnp.int32)
     encoded = self.model.apply({"params": params}, {"encoder_input_tokens": enc_tokens},
@@ -133,17 +133,17 @@ class T5Session(Session):
     first = jnp.full((rows, 1), self.cfg.decoder_start_id, jnp.int32)
     out, cache = self._apply(params, cache, {"decoder_input_tokens": first,
                                              "encoder_input_tokens": enc_tokens},
-                             encoded, tq=tq, method="decode")
+                             encoded, method="decode")
     return _last(out), {"cache": cache, "pos": jnp.zeros((rows,), jnp.int32)}
 
-  def step(self, params: Any, carry: Carry, tokens: Array, tq: Any = None
+  def step(self, params: Any, carry: Carry, tokens: Array
            ) -> tuple[ModelOutput, Carry]:
     out, cache = self._apply(params, carry["cache"], {"decoder_input_tokens": tokens[:, None]},
-                             None, tq=tq, method="decode")
+                             None, method="decode")
     return _last(out), {"cache": cache, "pos": carry["pos"] + 1}
 
 
 def session_for(model: nn.Module, num_new: int, repeat: int) -> Session:
-  """The session class matching the model's family."""
-  cls = T5Session if model.cfg.is_encoder_decoder else DecoderSession
+  """The session class matching the model's kind."""
+  cls = T5Session if model.cfg.kind == "encdec" else DecoderSession
   return cls(model, num_new, repeat)

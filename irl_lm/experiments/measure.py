@@ -11,7 +11,7 @@ import seqio
 
 from irl_lm import data, losses, metrics
 from irl_lm.decoding import generate
-from irl_lm.training.evaluation import decode_text, prompt_batch
+from irl_lm.decoding.prompts import decode_row, prompt_batch, run_prompt
 
 
 def sample_texts(model: Any, params: Any, task: seqio.Task, examples: Sequence[dict[str, Any]],
@@ -23,12 +23,14 @@ def sample_texts(model: Any, params: Any, task: seqio.Task, examples: Sequence[d
   out: list[list[str]] = []
   for i in range(0, len(examples), batch_size):
     chunk = examples[i:i + batch_size]
-    batch = prompt_batch(chunk, "encdec", batch_size, inputs_length)
+    kind = model.cfg.kind
+    rows = [run_prompt(ex["inputs"][:inputs_length], kind) for ex in chunk]
+    batch = prompt_batch(rows, kind, inputs_length + (kind == "decoder"), batch_size)
     res = generate(model, params, batch, max_new_tokens=max_new_tokens, method=method,
                    temperature=temperature, num_samples=num_samples, ilql_beta=ilql_beta,
-                   target_q_params=target_q, rng=jax.random.key(seed * 7919 + i))
+                   target_heads=target_q, rng=jax.random.key(seed * 7919 + i))
     toks = np.asarray(res.tokens)
-    out += [[decode_text(vocab, toks[j, k], vocab.eos_id) for k in range(toks.shape[1])]
+    out += [[decode_row(vocab, toks[j, k], vocab.eos_id) for k in range(toks.shape[1])]
             for j in range(len(chunk))]
   return out
 

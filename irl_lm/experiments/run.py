@@ -86,7 +86,7 @@ def run_one(run, steps: int, workroot: str, n_prompts: int, samples: int) -> dic
   """Trains (or reuses) one run and measures it."""
   from irl_lm import data
   from irl_lm.experiments.settings import config_for
-  from irl_lm.training.checkpoints import load_for_generation
+  from irl_lm.training.builders import restore_params
   from irl_lm.training.trainer import train_and_evaluate
   workdir = os.path.join(workroot, run.name)
   cached = os.path.join(workdir, f"measured_{run.suite}.json")
@@ -96,7 +96,7 @@ def run_one(run, steps: int, workroot: str, n_prompts: int, samples: int) -> dic
   config = config_for(run, steps)
   t0 = time.time()
   train = train_and_evaluate(config, workdir)
-  model, params, target_q, _ = load_for_generation(workdir)
+  model, params, target_q, _ = restore_params(workdir)
   task = data.get_task(run.task)
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
   examples = data.eval_examples(task, "validation", max_examples=n_prompts,

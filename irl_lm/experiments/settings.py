@@ -59,7 +59,6 @@ def config_for(run: Run, steps: int) -> ml_collections.ConfigDict:
   c = base_config()
   c.seed = run.seed
   c.model.size = "t5-tiny"
-  c.model.value_heads = run.loss == "ilql"
   c.loss.name = run.loss
   c.loss.iqlearn.lam = run.lam
   c.data.task = run.task

@@ -1,4 +1,4 @@
-"""Model configuration: one frozen dataclass for every family and layout."""
+"""Model configuration: one frozen dataclass for every kind and layout."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,24 +6,47 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from irl_lm.errors import ConfigError
 
-FAMILIES = {"t5": ("v1_1", "original"), "decoder": ("gpt2", "llama")}
-REMAT_POLICIES = ("none", "full", "save_dots")
+KINDS = ("encdec", "decoder")
+# ``model.remat`` -> jax checkpoint policy of each layer (None: no remat).
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
 DTYPES = ("float32", "bfloat16")
+
+# Each layout is a preset of feature switches; the layers read only the switches,
+# so a new architecture is a new entry here (plus its Hugging Face weight names).
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "v1_1": dict(kind="encdec", activation="gelu_new", gated_mlp=True, norm="rms",
+                 position="relative", use_bias=False, scaled_attention=False),
+    "original": dict(kind="encdec", activation="relu", gated_mlp=False, norm="rms",
+                     position="relative", use_bias=False, scaled_attention=False),
+    "gpt2": dict(kind="decoder", activation="gelu_new", gated_mlp=False, norm="layer",
+                 position="learned", use_bias=True, scaled_attention=True),
+    "llama": dict(kind="decoder", activation="silu", gated_mlp=True, norm="rms",
+                  position="rope", use_bias=False, scaled_attention=True),
+}
+SWITCHES = ("activation", "gated_mlp", "norm", "position", "use_bias", "scaled_attention")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture and execution settings of a model.
 
-  ``family`` is ``t5`` (encoder-decoder) or ``decoder``; ``layout`` picks the
-  variant: ``v1_1`` (T5 v1.1 / Flan-T5: gated GELU, untied head) or
-  ``original`` (ReLU, tied head rescaled by d_model**-0.5) for T5, and ``gpt2``
-  or ``llama`` for decoders.
+  ``kind`` is ``encdec`` (T5) or ``decoder`` (decoder-only). ``layout`` names
+  the architecture and presets the feature switches (``LAYOUTS``): ``v1_1``
+  (T5 v1.1 / Flan-T5: gated GELU, untied head), ``original`` (T5: ReLU, tied
+  head rescaled by d_model**-0.5), ``gpt2`` and ``llama``. A switch left None
+  takes the layout's value.
   """
 
-  family: str = "t5"
+  kind: str = "encdec"
   layout: str = "v1_1"
   vocab_size: int = 32128
   d_model: int = 512
@@ -43,19 +66,29 @@ class ModelConfig:
   eos_id: int = 1
   decoder_start_id: int = 0
   dropout_rate: float = 0.0
-  value_heads: bool = False
+  activation: str | None = None  # relu, gelu, gelu_new, silu
+  gated_mlp: bool | None = None
+  norm: str | None = None  # rms or layer
+  position: str | None = None  # relative (T5 buckets), learned or rope
+  use_bias: bool | None = None  # biases on attention and MLP projections
+  scaled_attention: bool | None = None  # scores scaled by head_dim**-0.5
   dtype: str = "float32"  # compute dtype; parameters are always float32
   remat: str = "none"
   scan_layers: bool = False
 
   def __post_init__(self):
-    if self.family not in FAMILIES:
-      raise ConfigError(f"model.family={self.family!r}: expected one of {sorted(FAMILIES)}")
-    if self.layout not in FAMILIES[self.family]:
-      raise ConfigError(f"model.layout={self.layout!r}: family {self.family!r} "
-                        f"supports {FAMILIES[self.family]}")
+    if self.kind not in KINDS:
+      raise ConfigError(f"model.kind={self.kind!r}: expected one of {KINDS}")
+    if self.layout not in LAYOUTS:
+      raise ConfigError(f"model.layout={self.layout!r}: expected one of {sorted(LAYOUTS)}")
+    if LAYOUTS[self.layout]["kind"] != self.kind:
+      raise ConfigError(f"model.layout={self.layout!r} is a {LAYOUTS[self.layout]['kind']} "
+                        f"layout, not {self.kind}")
+    for name in SWITCHES:
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, LAYOUTS[self.layout][name])
     if self.remat not in REMAT_POLICIES:
-      raise ConfigError(f"model.remat={self.remat!r}: expected one of {REMAT_POLICIES}")
+      raise ConfigError(f"model.remat={self.remat!r}: expected one of {tuple(REMAT_POLICIES)}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
     if self.kv_heads and self.num_heads % self.kv_heads:
@@ -67,15 +100,16 @@ class ModelConfig:
     return self.num_kv_heads or self.num_heads
 
   @property
-  def is_encoder_decoder(self) -> bool:
-    return self.family == "t5"
+  def compute_dtype(self) -> Any:
+    """The jnp dtype computation runs in (parameters are float32)."""
+    return jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
 
   def replace(self, **kw: Any) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
 
 
 def _t5(d_model, d_ff, heads, layers, head_dim=64, **kw) -> ModelConfig:
-  return ModelConfig(family="t5", layout="v1_1", vocab_size=32128, d_model=d_model,
+  return ModelConfig(kind="encdec", layout="v1_1", vocab_size=32128, d_model=d_model,
                      d_ff=d_ff, num_heads=heads, head_dim=head_dim, num_layers=layers,
                      num_encoder_layers=layers, **kw)
 
@@ -88,17 +122,17 @@ PRESETS: dict[str, ModelConfig] = {
     "t5-base": _t5(768, 2048, 12, 12),
     "t5-large": _t5(1024, 2816, 16, 24),
     "t5-xl": _t5(2048, 5120, 32, 24),
-    "gpt2-tiny": ModelConfig(family="decoder", layout="gpt2", vocab_size=50257, d_model=64,
+    "gpt2-tiny": ModelConfig(kind="decoder", layout="gpt2", vocab_size=50257, d_model=64,
                              d_ff=256, num_heads=4, head_dim=16, num_layers=2,
                              layer_norm_eps=1e-5, tie_word_embeddings=True,
                              eos_id=50256, pad_id=0),
-    "gpt2": ModelConfig(family="decoder", layout="gpt2", vocab_size=50257, d_model=768,
+    "gpt2": ModelConfig(kind="decoder", layout="gpt2", vocab_size=50257, d_model=768,
                         d_ff=3072, num_heads=12, head_dim=64, num_layers=12,
                         layer_norm_eps=1e-5, tie_word_embeddings=True, eos_id=50256),
-    "llama-tiny": ModelConfig(family="decoder", layout="llama", vocab_size=32000, d_model=64,
+    "llama-tiny": ModelConfig(kind="decoder", layout="llama", vocab_size=32000, d_model=64,
                               d_ff=172, num_heads=4, num_kv_heads=2, head_dim=16,
                               num_layers=2, layer_norm_eps=1e-5, eos_id=2),
-    "llama-3b": ModelConfig(family="decoder", layout="llama", vocab_size=32000, d_model=3200,
+    "llama-3b": ModelConfig(kind="decoder", layout="llama", vocab_size=32000, d_model=3200,
                             d_ff=8640, num_heads=32, num_kv_heads=32, head_dim=100,
                             num_layers=26, layer_norm_eps=1e-6, eos_id=2),
 }

@@ -1,15 +1,14 @@
-"""Decoder-only transformer in the GPT-2 and Llama layouts, with optional value heads."""
+"""Decoder-only transformer in the GPT-2 and Llama layouts."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from irl_lm.models.config import ModelConfig
-from irl_lm.models.heads import ModelOutput, ValueHeads
+from irl_lm.models.heads import ModelOutput
 from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
                                   dense, embedding, norm, positions, segment_ids)
 
@@ -50,7 +49,7 @@ class Decoder(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.embed = embedding(cfg, cfg.vocab_size, stddev=0.02)
-    if cfg.layout == "gpt2":
+    if cfg.position == "learned":
       self.wpe = embedding(cfg, cfg.max_position_embeddings, names=(None, "embed"), stddev=0.01)
     self.decoder = LayerStack(cfg, Block, cfg.num_layers)
     self.final_norm = norm(cfg)
@@ -58,11 +57,9 @@ class Decoder(nn.Module):
     self.decode_state = DecodeState()
     if not cfg.tie_word_embeddings:
       self.lm_head = dense(cfg.vocab_size, ("embed", "vocab"), cfg)
-    if cfg.value_heads:
-      self.heads = ValueHeads(cfg)
 
   def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True,
-               decode: bool = False, target_q_params: Any | None = None) -> ModelOutput:
+               decode: bool = False) -> ModelOutput:
     cfg = self.cfg
     tokens = batch["decoder_input_tokens"]
     if decode and "decoder_positions" not in batch:
@@ -70,7 +67,7 @@ class Decoder(nn.Module):
     seg = segment_ids(batch, "decoder", tokens)
     pos = positions(batch, "decoder", tokens)
     x = self.embed(tokens)
-    if cfg.layout == "gpt2":
+    if cfg.position == "learned":
       x = x + self.wpe(pos)
     x = constrain(self.dropout(x, deterministic=deterministic), ("batch", "length", "embed"))
     cache_index = None
@@ -82,6 +79,4 @@ class Decoder(nn.Module):
     h = self.dropout(self.final_norm(x), deterministic=deterministic)
     logits = self.embed.attend(h) if cfg.tie_word_embeddings else self.lm_head(h)
     logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-    if not cfg.value_heads:
-      return ModelOutput(logits=logits)
-    return ModelOutput(logits=logits, **self.heads(h, target_q_params))
+    return ModelOutput(logits=logits, hidden=h)

@@ -8,44 +8,72 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from irl_lm import sharding as shd
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.decoder import Decoder
+from irl_lm.models.heads import HEADS, ValueHeads
 from irl_lm.models.t5 import T5
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
   """The Flax module for ``cfg``: ``T5`` or ``Decoder``."""
-  return T5(cfg) if cfg.is_encoder_decoder else Decoder(cfg)
+  return T5(cfg) if cfg.kind == "encdec" else Decoder(cfg)
 
 
 def dummy_batch(cfg: ModelConfig, batch: int = 1, length: int = 8,
                 enc_length: int | None = None) -> dict[str, np.ndarray]:
   """A minimal input batch with the feature names the model expects."""
   out = {"decoder_input_tokens": np.ones((batch, length), np.int32)}
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     out["encoder_input_tokens"] = np.ones((batch, enc_length or length), np.int32)
   return out
 
 
-def _init_fn(cfg: ModelConfig):
+def _heads_init(cfg: ModelConfig, rng: jax.Array) -> Any:
+  hidden = jnp.zeros((1, 1, cfg.d_model), cfg.compute_dtype)
+  return ValueHeads(cfg).init({"params": jax.random.fold_in(rng, 1)}, hidden)["params"]
+
+
+def _init_fn(cfg: ModelConfig, heads: bool):
   model = build_model(cfg)
   batch = jax.tree.map(jnp.asarray, dummy_batch(cfg))
-  return lambda rng: model.init({"params": rng}, batch)["params"]
+
+  def init(rng):
+    params = model.init({"params": rng}, batch)["params"]
+    return {**params, HEADS: _heads_init(cfg, rng)} if heads else params
+  return init
 
 
-def param_init_fn(cfg: ModelConfig) -> Callable[[jax.Array], Any]:
-  """A pure, jittable ``rng -> params`` (unboxed float32) initialiser."""
-  boxed = _init_fn(cfg)
+def init_heads(cfg: ModelConfig, rng: jax.Array) -> Any:
+  """The value heads ``init_params(cfg, rng, heads=True)[HEADS]`` would draw."""
+  return nn.meta.unbox(_heads_init(cfg, rng))
+
+
+def param_init_fn(cfg: ModelConfig, heads: bool = False) -> Callable[[jax.Array], Any]:
+  """A pure, jittable ``rng -> params`` (unboxed float32) initialiser.
+
+  ``heads`` adds the ILQL value heads under ``params['heads']``.
+  """
+  boxed = _init_fn(cfg, heads)
   return lambda rng: nn.meta.unbox(boxed(rng))
 
 
-def init_params(cfg: ModelConfig, rng: jax.Array, shardings: Any | None = None) -> Any:
+def init_params(cfg: ModelConfig, rng: jax.Array, shardings: Any | None = None,
+                heads: bool = False) -> Any:
   """Randomly initialised float32 parameters (unboxed), optionally created sharded."""
-  return jax.jit(param_init_fn(cfg), out_shardings=shardings)(rng)
+  return jax.jit(param_init_fn(cfg, heads), out_shardings=shardings)(rng)
 
 
-def param_logical_specs(cfg: ModelConfig) -> tuple[Any, Any]:
+def param_logical_specs(cfg: ModelConfig, heads: bool = False) -> tuple[Any, Any]:
   """(logical PartitionSpec tree, ShapeDtypeStruct tree) of the parameters."""
-  boxed = jax.eval_shape(_init_fn(cfg), jax.random.key(0))
+  boxed = jax.eval_shape(_init_fn(cfg, heads), jax.random.key(0))
   return nn.get_partition_spec(boxed), nn.meta.unbox(boxed)
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: shd.Rules, heads: bool = False
+                    ) -> tuple[Any, Any, Any]:
+  """(logical specs, abstract params, NamedSharding tree) of the parameters on ``mesh``."""
+  specs, abstract = param_logical_specs(cfg, heads)
+  return specs, abstract, shd.logical_shardings(specs, abstract, mesh, rules)

@@ -1,4 +1,9 @@
-"""ILQL value heads on the LM trunk: two Q heads (vocab-sized) and one V head."""
+"""Model outputs, and the ILQL value heads: MLPs on the trunk's hidden states.
+
+The networks return logits and hidden states only. The heads are ordinary
+parameters under ``params[HEADS]``, applied by the algorithm that uses them
+(the ILQL train step and ILQL-guided decoding) through ``apply_heads``.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -13,21 +18,21 @@ from irl_lm.models.layers import constrain, dense
 
 Array = jax.Array
 
+HEADS = "heads"  # the params key of the value heads
+Q_HEADS = ("q1", "q2")  # the two vocab-sized Q heads
+V_HEAD = "v"
+
 
 @struct.dataclass
 class ModelOutput:
-  """Forward-pass outputs, float32, one row per target position.
+  """Forward-pass outputs, one row per target position.
 
-  ``logits``/``q1``/``q2``/``target_q1``/``target_q2`` are [batch, length, vocab];
-  ``v`` is [batch, length]. Fields not computed are None.
+  ``logits`` [batch, length, vocab] float32; ``hidden`` [batch, length,
+  d_model] the final-norm hidden states (in the compute dtype) the heads read.
   """
 
   logits: Array
-  q1: Array | None = None
-  q2: Array | None = None
-  v: Array | None = None
-  target_q1: Array | None = None
-  target_q2: Array | None = None
+  hidden: Array
 
 
 class MLPHead(nn.Module):
@@ -44,25 +49,39 @@ class MLPHead(nn.Module):
     return dense(self.out, ("mlp", self.out_name), self.cfg, "out", use_bias=True)(x)
 
 
+def q_head(cfg: ModelConfig) -> MLPHead:
+  return MLPHead(cfg, cfg.vocab_size, "vocab")
+
+
 class ValueHeads(nn.Module):
-  """Q1, Q2 and V heads; ``target_q_params`` ({'q1','q2'}) adds the target Qs."""
+  """The Q1, Q2 and V heads: ``{'q1', 'q2': [b, t, vocab], 'v': [b, t]}``, float32."""
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, h: Array, target_q_params: Any | None = None) -> dict[str, Array]:
-    cfg = self.cfg
-    f32 = lambda x: x.astype(jnp.float32)
-    q = lambda name: MLPHead(cfg, cfg.vocab_size, "vocab", name=name)
-    out = {"q1": f32(q("q1")(h)), "q2": f32(q("q2")(h)),
-           "v": f32(MLPHead(cfg, 1, None, name="v")(h))[..., 0]}
-    if target_q_params is not None:
-      for k in ("q1", "q2"):
-        head = MLPHead(cfg, cfg.vocab_size, "vocab", parent=None)
-        out[f"target_{k}"] = f32(head.apply({"params": target_q_params[k]}, h))
-    return out
+  def __call__(self, h: Array) -> dict[str, Array]:
+    out = {k: MLPHead(self.cfg, self.cfg.vocab_size, "vocab", name=k)(h) for k in Q_HEADS}
+    out[V_HEAD] = MLPHead(self.cfg, 1, None, name=V_HEAD)(h)[..., 0]
+    return jax.tree.map(lambda x: x.astype(jnp.float32), out)
 
 
-def target_q_params(params: Any) -> dict[str, Any]:
-  """Initial target Q-head parameters: a copy of the online Q heads."""
-  return {k: jax.tree.map(jnp.array, params["heads"][k]) for k in ("q1", "q2")}
+def apply_heads(cfg: ModelConfig, params: Any, h: Array) -> tuple[Array, Array, Array]:
+  """(Q1, Q2, V) from ``params[HEADS]`` on hidden states ``h`` [b, t, d]."""
+  out = ValueHeads(cfg).apply({"params": params[HEADS]}, h)
+  return out[Q_HEADS[0]], out[Q_HEADS[1]], out[V_HEAD]
+
+
+def apply_q_heads(cfg: ModelConfig, q_params: Any, h: Array) -> tuple[Array, Array]:
+  """(Q1, Q2) float32 from a ``{'q1', 'q2'}`` tree of Q-head parameters."""
+  head = q_head(cfg)
+  return tuple(head.apply({"params": q_params[k]}, h).astype(jnp.float32) for k in Q_HEADS)
+
+
+def q_heads(tree: Any) -> dict[str, Any]:
+  """The Q-head subtrees ``{'q1', 'q2'}`` of a params-shaped tree (arrays or shardings)."""
+  return {k: tree[HEADS][k] for k in Q_HEADS}
+
+
+def trunk_params(params: Any) -> Any:
+  """``params`` without the value heads (what the network's ``apply`` takes)."""
+  return {k: v for k, v in params.items() if k != HEADS}

@@ -104,7 +104,7 @@ def _fields(hf: dict[str, Any], mt: str, source: str) -> dict[str, Any]:
       raise InputError(f"feed_forward_proj={proj!r} is not supported "
                        "(expected 'relu' or 'gated-gelu')", where=source)
     cfg = dict(
-        family="t5", layout="v1_1" if proj == "gated-gelu" else "original",
+        kind="encdec", layout="v1_1" if proj == "gated-gelu" else "original",
         vocab_size=hf["vocab_size"], d_model=hf["d_model"], num_heads=hf["num_heads"],
         head_dim=hf["d_kv"], d_ff=hf["d_ff"],
         num_layers=hf.get("num_decoder_layers") or hf["num_layers"],
@@ -126,7 +126,7 @@ def _fields(hf: dict[str, Any], mt: str, source: str) -> dict[str, Any]:
                        "(expected 'gelu_new')", where=source)
     d = hf["n_embd"]
     cfg = dict(
-        family="decoder", layout="gpt2", vocab_size=hf["vocab_size"], d_model=d,
+        kind="decoder", layout="gpt2", vocab_size=hf["vocab_size"], d_model=d,
         num_heads=hf["n_head"], head_dim=d // hf["n_head"], d_ff=hf.get("n_inner") or 4 * d,
         num_layers=hf["n_layer"], max_position_embeddings=hf["n_positions"],
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5), tie_word_embeddings=True,
@@ -141,7 +141,7 @@ def _fields(hf: dict[str, Any], mt: str, source: str) -> dict[str, Any]:
     h = hf["num_attention_heads"]
     eos = hf.get("eos_token_id", 2)
     cfg = dict(
-        family="decoder", layout="llama", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+        kind="decoder", layout="llama", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
         num_heads=h, num_kv_heads=hf.get("num_key_value_heads") or h,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // h, d_ff=hf["intermediate_size"],
         num_layers=hf["num_hidden_layers"], layer_norm_eps=hf.get("rms_norm_eps", 1e-6),
@@ -153,7 +153,7 @@ def _fields(hf: dict[str, Any], mt: str, source: str) -> dict[str, Any]:
 
 def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
   """A ``config.json`` dict that transformers' PyTorch classes load."""
-  if cfg.family == "t5":
+  if cfg.kind == "encdec":
     return {
         "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
         "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.head_dim,

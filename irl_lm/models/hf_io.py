@@ -19,7 +19,8 @@ from safetensors.numpy import save_file
 from irl_lm import sharding as shd
 from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
-from irl_lm.models.factory import build_model, init_params, param_logical_specs
+from irl_lm.models.factory import build_model, init_heads, param_logical_specs
+from irl_lm.models.heads import HEADS
 from irl_lm.models.hf_config import (LFS_POINTER_PREFIX, check_not_lfs_pointer, from_hf_config,
                                      read_json, to_hf_config)
 from irl_lm.models.hf_weights import Entry, ignorable, key_aliases, weight_entries
@@ -221,10 +222,9 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
   cfg_file = os.path.join(path, "config.json")
   if not os.path.exists(cfg_file):
     raise MissingError("no config.json", where=path)
-  cfg = from_hf_config(read_json(cfg_file), source=cfg_file, value_heads=value_heads,
-                       dtype=dtype, **overrides)
-  specs, abstract = param_logical_specs(cfg)
-  unrolled = cfg.replace(scan_layers=False, value_heads=False)
+  cfg = from_hf_config(read_json(cfg_file), source=cfg_file, dtype=dtype, **overrides)
+  specs, abstract = param_logical_specs(cfg, heads=value_heads)
+  unrolled = cfg.replace(scan_layers=False)
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
   shapes = {k: tuple(v.shape) for k, v in shapes.items()}
   flat = _read_trunk(cfg, SafetensorsDir(path), shapes, path)
@@ -249,14 +249,13 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
 def _read_heads(cfg: ModelConfig, path: str, rng: jax.Array | None
                 ) -> dict[tuple[str, ...], np.ndarray]:
   fn = os.path.join(path, VALUE_HEADS_FILE)
-  fresh = init_params(cfg.replace(scan_layers=False, remat="none"),
-                      jax.random.key(0) if rng is None else rng)["heads"]
-  want = {("heads",) + k: np.asarray(v) for k, v in traverse_util.flatten_dict(fresh).items()}
+  fresh = init_heads(cfg, jax.random.key(0) if rng is None else rng)
+  want = {(HEADS,) + k: np.asarray(v) for k, v in traverse_util.flatten_dict(fresh).items()}
   if not os.path.exists(fn):
     logging.info("%s: no %s; value heads start from a random init", path, VALUE_HEADS_FILE)
     return want
   tensors = SafetensorsDir(path, files=[VALUE_HEADS_FILE])
-  got = {("heads",) + tuple(k.split("/")): k for k in tensors}
+  got = {(HEADS,) + tuple(k.split("/")): k for k in tensors}
   for k, v in want.items():
     if k not in got:
       raise InputError(f"missing weight {'/'.join(k[1:])!r}", where=fn)
@@ -298,7 +297,7 @@ def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
   save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(to_hf_config(cfg), f, indent=2)
-  heads = {"/".join(k[1:]): v for k, v in flat.items() if k[0] == "heads"}
+  heads = {"/".join(k[1:]): v for k, v in flat.items() if k[0] == HEADS}
   if heads:
     save_file(heads, os.path.join(path, VALUE_HEADS_FILE))
 

@@ -121,16 +121,16 @@ def _llama_entries(cfg: ModelConfig) -> list[Entry]:
 
 def weight_entries(cfg: ModelConfig) -> list[Entry]:
   """Every trunk parameter of ``cfg`` (unrolled layer names) with its HF key."""
-  if cfg.family == "t5":
+  if cfg.kind == "encdec":
     return _t5_entries(cfg)
   return _gpt2_entries(cfg) if cfg.layout == "gpt2" else _llama_entries(cfg)
 
 
 def key_aliases(cfg: ModelConfig, key: str) -> list[str]:
   """Other names the same HF tensor goes by in some checkpoints."""
-  if cfg.family == "t5" and key == "shared.weight":
+  if cfg.kind == "encdec" and key == "shared.weight":
     return ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]
-  if cfg.family == "t5" and key == "lm_head.weight":
+  if cfg.kind == "encdec" and key == "lm_head.weight":
     return ["shared.weight"]  # transformers>=5 drops an lm_head equal to the embedding
   for prefix in ("transformer.", "model."):
     if key.startswith(prefix) and not (cfg.layout == "llama" and key == "lm_head.weight"):
@@ -142,6 +142,6 @@ def ignorable(cfg: ModelConfig, key: str) -> bool:
   """HF tensors that carry no parameter of ours (buffers, tied copies)."""
   if key.endswith((".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")):
     return True
-  if cfg.family == "t5" and key in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+  if cfg.kind == "encdec" and key in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
     return True
   return cfg.tie_word_embeddings and key == "lm_head.weight"

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models.config import ModelConfig
+from irl_lm import sharding as shd
+from irl_lm.models.config import REMAT_POLICIES, ModelConfig
 
 Array = jax.Array
 NEG_INF = -1e30
@@ -26,13 +27,12 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def dtype_of(cfg: ModelConfig) -> Any:
-  return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
-
-
 def constrain(x: Array, names: Sequence[str | None]) -> Array:
-  """Logical sharding constraint on an activation (no-op without a mesh)."""
-  return nn.with_logical_constraint(x, tuple(names))
+  """Logical sharding constraint on an activation (no-op outside ``sharding.jit``).
+
+  Resolved by the same rules and divisibility fallback as the parameters.
+  """
+  return shd.constrain(x, tuple(names))
 
 
 class DenseGeneral(nn.Module):
@@ -70,7 +70,7 @@ def dense(features: int | Sequence[int], names: Sequence[str | None], cfg: Model
   """A ``DenseGeneral`` in the config's compute dtype with float32 parameters."""
   feats = (features,) if isinstance(features, int) else tuple(features)
   axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  return DenseGeneral(feats, tuple(names), axes, use_bias, dtype_of(cfg), stddev, name=name)
+  return DenseGeneral(feats, tuple(names), axes, use_bias, cfg.compute_dtype, stddev, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -89,24 +89,24 @@ class RMSNorm(nn.Module):
 
 
 def norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
-  """The layout's normalisation layer: LayerNorm for GPT-2, RMSNorm otherwise."""
-  if cfg.layout == "gpt2":
+  """The configured normalisation layer: LayerNorm (``norm='layer'``) or RMSNorm."""
+  if cfg.norm == "layer":
     return nn.LayerNorm(
-        epsilon=cfg.layer_norm_eps, dtype=dtype_of(cfg), param_dtype=jnp.float32, name=name,
+        epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=jnp.float32, name=name,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
-  return RMSNorm(cfg.layer_norm_eps, dtype_of(cfg), name=name)
+  return RMSNorm(cfg.layer_norm_eps, cfg.compute_dtype, name=name)
 
 
 def embedding(cfg: ModelConfig, num: int, name: str | None = None, names=("vocab", "embed"),
               stddev: float = 1.0) -> nn.Embed:
-  return nn.Embed(num, cfg.d_model, dtype=dtype_of(cfg), param_dtype=jnp.float32, name=name,
+  return nn.Embed(num, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=jnp.float32, name=name,
                   embedding_init=nn.with_logical_partitioning(
                       nn.initializers.normal(stddev), names))
 
 
 class MLP(nn.Module):
-  """Feed-forward block: gated (T5 v1.1, Llama) or plain (original T5, GPT-2)."""
+  """Feed-forward block, gated (``gated_mlp``: T5 v1.1, Llama) or plain."""
 
   cfg: ModelConfig
   deterministic: bool = True
@@ -114,11 +114,8 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.cfg
-    gated = cfg.layout in ("v1_1", "llama")
-    act = ACTIVATIONS[{"v1_1": "gelu_new", "original": "relu", "gpt2": "gelu_new",
-                       "llama": "silu"}[cfg.layout]]
-    bias = cfg.layout == "gpt2"
-    if gated:
+    act, bias = ACTIVATIONS[cfg.activation], cfg.use_bias
+    if cfg.gated_mlp:
       h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0")(x)) * dense(
           cfg.d_ff, ("embed", "mlp"), cfg, "wi_1")(x)
     else:
@@ -183,8 +180,7 @@ class Attention(nn.Module):
                bias: Array | None = None, positions: Array | None = None,
                cache_index: Array | None = None) -> Array:
     cfg = self.cfg
-    bias_on = cfg.layout == "gpt2"
-    g = cfg.kv_heads if cfg.layout == "llama" else cfg.num_heads
+    bias_on, g = cfg.use_bias, cfg.kv_heads
     q = dense((cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, "query",
               use_bias=bias_on)(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
@@ -194,13 +190,13 @@ class Attention(nn.Module):
       k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key", use_bias=bias_on)(src)
       v = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "value",
                 use_bias=bias_on)(src)
-      if cfg.layout == "llama":
+      if cfg.position == "rope":
         q = rope(q, positions, cfg.rope_theta)
         k = rope(k, positions, cfg.rope_theta)
       k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, g, t, d]
     if self.decode:
       k, v = self._cached(k if project_kv else None, v if project_kv else None, cache_index)
-    scale = 1.0 if cfg.family == "t5" else cfg.head_dim ** -0.5
+    scale = cfg.head_dim ** -0.5 if cfg.scaled_attention else 1.0
     out = attend(q, k, v, mask, bias, scale)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
     return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
@@ -222,12 +218,6 @@ class Attention(nn.Module):
     ck.value = lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, 0, cache_index, 0))
     cv.value = lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, 0, cache_index, 0))
     return ck.value, cv.value
-
-
-REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
 
 
 class LayerStack(nn.Module):

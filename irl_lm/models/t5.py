@@ -1,8 +1,7 @@
-"""T5 encoder-decoder (v1.1 / Flan-T5 and original layouts) with optional value heads."""
+"""T5 encoder-decoder (v1.1 / Flan-T5 and original layouts)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from irl_lm.models.config import ModelConfig
-from irl_lm.models.heads import ModelOutput, ValueHeads
+from irl_lm.models.heads import ModelOutput
 from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
                                   dense, embedding, norm, padding_mask, positions,
                                   segment_ids)
@@ -117,8 +116,6 @@ class T5(nn.Module):
     self.decode_state = DecodeState()
     if not cfg.tie_word_embeddings:
       self.lm_head = dense(cfg.vocab_size, ("embed", "vocab"), cfg, stddev=cfg.d_model ** -0.5)
-    if cfg.value_heads:
-      self.heads = ValueHeads(cfg)
 
   def encode(self, batch: Mapping[str, Array], *, deterministic: bool = True) -> Array:
     """Encoder hidden states [b, t_enc, d_model]."""
@@ -133,8 +130,7 @@ class T5(nn.Module):
     return self.dropout(self.encoder_norm(x), deterministic=deterministic)
 
   def decode(self, batch: Mapping[str, Array], encoded: Array | None, *,
-             deterministic: bool = True, decode: bool = False,
-             target_q_params: Any | None = None) -> ModelOutput:
+             deterministic: bool = True, decode: bool = False) -> ModelOutput:
     """Decoder outputs given encoder states.
 
     In decode mode (``decode=True``, mutable ``cache``) the call that passes
@@ -166,12 +162,8 @@ class T5(nn.Module):
     else:
       logits = self.lm_head(h)
     logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-    if not cfg.value_heads:
-      return ModelOutput(logits=logits)
-    return ModelOutput(logits=logits, **self.heads(h, target_q_params))
+    return ModelOutput(logits=logits, hidden=h)
 
-  def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True,
-               target_q_params: Any | None = None) -> ModelOutput:
+  def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True) -> ModelOutput:
     encoded = self.encode(batch, deterministic=deterministic)
-    return self.decode(batch, encoded, deterministic=deterministic,
-                       target_q_params=target_q_params)
+    return self.decode(batch, encoded, deterministic=deterministic)

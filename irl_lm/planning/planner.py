@@ -16,13 +16,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
-from irl_lm.models import ModelConfig, build_model, param_logical_specs, preset
-from irl_lm.models.hf_config import load_hf_config
+from irl_lm.models import param_shardings
 from irl_lm.planning.devices import GIB
 from irl_lm.training import flops
-from irl_lm.training.optim import make_optimizer
-from irl_lm.training.state import state_shardings
-from irl_lm.training.step import make_train_step
+from irl_lm.training.builders import Run, build_run
 
 
 @dataclasses.dataclass
@@ -76,39 +73,11 @@ class Plan:
     return {**dataclasses.asdict(self), "total": self.total, "share": self.share}
 
 
-def planned_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """The model a config trains, without reading any data (for planning)."""
-  m = config.model
-  kw = dict(value_heads=m.value_heads, dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers,
-            dropout_rate=m.dropout_rate)
-  if m.init_from:
-    return load_hf_config(m.init_from, **kw)
-  if m.vocab_size:
-    kw["vocab_size"] = m.vocab_size
-  return preset(m.size, **kw)
-
-
 def _shard_bytes(tree: Any, shardings: Any) -> int:
   total = 0
   for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
     total += int(np.prod(s.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize
   return total
-
-
-def abstract_batch(cfg: ModelConfig, batch: int, inputs: int, targets: int
-                   ) -> dict[str, jax.ShapeDtypeStruct]:
-  """ShapeDtypeStructs of one global training batch."""
-  i32 = lambda n: jax.ShapeDtypeStruct((batch, n), jnp.int32)
-  if cfg.is_encoder_decoder:
-    out = {"encoder_input_tokens": i32(inputs)}
-    n = targets
-  else:
-    n = inputs + targets
-    out = {"decoder_segment_ids": i32(n), "decoder_positions": i32(n)}
-  out.update(decoder_input_tokens=i32(n), decoder_target_tokens=i32(n),
-             decoder_loss_weights=i32(n),
-             decoder_rewards=jax.ShapeDtypeStruct((batch, n), jnp.float32))
-  return out
 
 
 def _memory(compiled: Any) -> tuple[int, int, int, int]:
@@ -123,33 +92,27 @@ def _xla_flops(compiled: Any) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
+def lower_train(config: ml_collections.ConfigDict, devices: list[jax.Device]
+                ) -> tuple[Run, jax.stages.Lowered]:
+  """The run (``builders.build_run``, no data read) and its train step lowered for ``devices``."""
+  run = build_run(config, devices=devices, with_task=False)
+  return run, run.train_step.lower(run.abstract_state(), run.abstract_batch())
+
+
 def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
                device_memory: int) -> Plan:
-  """Compiles the real train step of ``config`` for ``devices`` and measures it."""
-  cfg = planned_model_config(config)
-  mesh_shape = list(config.mesh.shape)
-  mesh = shd.make_mesh(mesh_shape, devices=devices)
-  rules = tuple(config.mesh.rules)
-  tx, schedule = make_optimizer(config.optimizer, config.train.steps)
-  with_tq = config.loss.name == "ilql"
-  abstract, shardings = state_shardings(cfg, tx, mesh, rules, with_tq)
-  d = config.data
-  batch = abstract_batch(cfg, d.batch_size, d.inputs_length, d.targets_length)
-  b_shard = shd.batch_sharding(mesh, rules)
-  state_in = shd.with_shardings(abstract, shardings)
-  batch_in = shd.with_shardings(batch, {k: b_shard for k in batch})
-  with shd.activate(mesh, rules):
-    step = jax.jit(make_train_step(build_model(cfg), config, tx, schedule),
-                   in_shardings=(shardings, b_shard),
-                   out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
-    compiled = step.lower(state_in, batch_in).compile()
+  """Compiles the run's own train step for ``devices`` and measures it."""
+  run, lowered = lower_train(config, devices)
+  compiled = lowered.compile()
   args, outs, temp, alias = _memory(compiled)
+  abstract, shardings = run.state_abstract, run.state_shardings
   params = _shard_bytes(abstract.params, shardings.params)
   opt = _shard_bytes(abstract.opt_state, shardings.opt_state)
   everything = _shard_bytes(abstract, shardings)
-  model_flops = flops.train_flops_per_step(cfg, d.batch_size, d.inputs_length, d.targets_length,
-                                           with_tq)
-  return Plan(f"train step ({dict(mesh.shape)})", device_memory, params, opt,
+  d = config.data
+  model_flops = flops.train_flops_per_step(run.model_cfg, d.batch_size, d.inputs_length,
+                                           d.targets_length, run.value_heads)
+  return Plan(f"train step ({dict(run.mesh.shape)})", device_memory, params, opt,
               everything - params - opt, args, outs, temp, alias, model_flops,
               _xla_flops(compiled))
 
@@ -157,18 +120,16 @@ def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
 def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
                 device_memory: int) -> Plan:
   """Compiles one cached decode step at ``eval.batch_size`` with a full-length cache."""
-  cfg = planned_model_config(config)
-  mesh = shd.make_mesh(list(config.mesh.shape), devices=devices)
-  rules = tuple(config.mesh.rules)
-  model = build_model(cfg)
-  specs, abstract_params = param_logical_specs(cfg)
-  p_shard = shd.logical_shardings(specs, abstract_params, mesh, rules)
+  run = build_run(config, devices=devices, with_task=False)
+  cfg, model, mesh, rules = run.model_cfg, run.model, run.mesh, run.rules
+  _, abstract_params, p_shard = param_shardings(cfg, mesh, rules)
   b = config.eval.batch_size
   d = config.data
-  max_len = d.targets_length if cfg.is_encoder_decoder else d.inputs_length + d.targets_length
+  encdec = cfg.kind == "encdec"
+  max_len = d.targets_length if encdec else d.inputs_length + d.targets_length
   tok = lambda n: jnp.zeros((b, n), jnp.int32)
-  if cfg.is_encoder_decoder:
-    enc = jax.ShapeDtypeStruct((b, d.inputs_length, cfg.d_model), model_dtype(cfg))
+  if encdec:
+    enc = jax.ShapeDtypeStruct((b, d.inputs_length, cfg.d_model), cfg.compute_dtype)
     full = {"decoder_input_tokens": tok(max_len), "encoder_input_tokens": tok(d.inputs_length)}
     cache = jax.eval_shape(lambda p, e: model.init(jax.random.PRNGKey(0), full, e, decode=True,
                                                    method="decode")["cache"], abstract_params, enc)
@@ -183,13 +144,12 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
                                         decode=True, mutable=["cache"])
   c_shard = jax.tree_util.tree_map_with_path(lambda path, x: _cache_sharding(path, x, mesh, rules),
                                              cache)
-  b_shard = shd.batch_sharding(mesh, rules)
-  with shd.activate(mesh, rules):
-    step = jax.jit(lambda p, c, t: apply(p, c, t)[1]["cache"], donate_argnums=1,
-                   out_shardings=c_shard)
-    compiled = step.lower(shd.with_shardings(abstract_params, p_shard),
-                          shd.with_shardings(cache, c_shard),
-                          jax.ShapeDtypeStruct((b, 1), jnp.int32, sharding=b_shard)).compile()
+  step = shd.jit(lambda p, c, t: apply(p, c, t)[1]["cache"], mesh, rules, donate_argnums=1,
+                 out_shardings=c_shard)
+  compiled = step.lower(shd.with_shardings(abstract_params, p_shard),
+                        shd.with_shardings(cache, c_shard),
+                        jax.ShapeDtypeStruct((b, 1), jnp.int32,
+                                             sharding=run.batch_sharding())).compile()
   args, outs, temp, alias = _memory(compiled)
   params = _shard_bytes(abstract_params, p_shard)
   fwd = flops.forward_flops_per_example(cfg, 0, 1)  # one new token, attention over the cache omitted
@@ -205,7 +165,3 @@ def _cache_sharding(path: Any, x: Any, mesh: Mesh, rules: shd.Rules) -> Any:
   names = ((None,) if stacked else ()) + ("batch",)
   names += (None,) * (x.ndim - len(names))
   return jax.sharding.NamedSharding(mesh, shd.logical_to_spec(names, rules, mesh, x.shape))
-
-
-def model_dtype(cfg: ModelConfig) -> Any:
-  return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32

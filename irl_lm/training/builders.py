@@ -1,19 +1,36 @@
-"""Config -> objects: the task, the model config, the mesh and the starting parameters."""
+"""Config -> run: one place that builds the mesh, task, model, optimizer, state and steps.
+
+``build_run`` is what training, the planner, the benchmarks and the tests call;
+``build_model_for`` / ``restore_params`` serve generation and export (parameters
+only, no optimizer).
+"""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
+import optax
 import seqio
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from irl_lm import data
 from irl_lm import sharding as shd
 from irl_lm.errors import ConfigError, UserError
-from irl_lm.models import ModelConfig, from_pretrained, preset
+from irl_lm.models import (ModelConfig, build_model, from_pretrained, param_init_fn,
+                           param_shardings, preset, q_heads)
+from irl_lm.models.hf_config import load_hf_config
+from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
+                                        restore_fields)
+from irl_lm.training.config import validate
+from irl_lm.training.optim import make_optimizer
+from irl_lm.training.state import TrainState, new_state, state_shardings
+from irl_lm.training.step import make_eval_step, make_train_step, uses_value_heads
 
 
 def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
@@ -36,53 +53,214 @@ def vocabulary(task: seqio.Task) -> seqio.Vocabulary:
   return task.output_features["targets"].vocabulary
 
 
-def model_kind(cfg: ModelConfig) -> str:
-  return "encdec" if cfg.is_encoder_decoder else "decoder"
+def _execution(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  m = config.model
+  return dict(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers,
+              dropout_rate=m.dropout_rate)
 
 
-def model_config(config: ml_collections.ConfigDict, task: seqio.Task) -> ModelConfig:
-  """The ``ModelConfig`` of a run started from scratch.
+def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> ModelConfig:
+  """The ``ModelConfig`` a config trains (from ``init_from``'s config.json if set).
 
   ``model.vocab_size=0`` takes the task vocabulary's size rounded up to a
-  multiple of 128 (so the vocab axis shards evenly).
+  multiple of 128 (so the vocab axis shards evenly); ``task`` may be None only
+  when the size is given or comes from ``init_from``.
   """
   m = config.model
-  vocab = vocabulary(task)
-  size = m.vocab_size or -(-vocab.vocab_size // 128) * 128
-  if size < vocab.vocab_size:
-    raise ConfigError("model vocabulary smaller than the task's", "config.model.vocab_size",
-                      expected=f">= {vocab.vocab_size}", found=size)
-  return preset(m.size, vocab_size=size, value_heads=m.value_heads, dtype=m.dtype,
-                remat=m.remat, scan_layers=m.scan_layers, dropout_rate=m.dropout_rate,
-                eos_id=vocab.eos_id, pad_id=0)
+  vocab = vocabulary(task) if task is not None else None
+  if m.init_from:
+    cfg = load_hf_config(m.init_from, **_execution(config))
+    where = f"config.model.init_from={m.init_from!r}"
+  else:
+    if not m.vocab_size and vocab is None:
+      raise ConfigError("the model's vocabulary size needs the task", "config.model.vocab_size",
+                        expected="a size > 0 (or a task to take it from)", found=0)
+    size = m.vocab_size or -(-vocab.vocab_size // 128) * 128
+    extra = dict(eos_id=vocab.eos_id, pad_id=0) if vocab is not None else {}
+    cfg = preset(m.size, vocab_size=size, **_execution(config), **extra)
+    where = "config.model.vocab_size"
+  if vocab is not None and cfg.vocab_size < vocab.vocab_size:
+    raise ConfigError("model vocabulary smaller than the task's", where,
+                      expected=f"vocab_size >= {vocab.vocab_size}", found=cfg.vocab_size)
+  return cfg
 
 
-def initial_model(config: ml_collections.ConfigDict, task: seqio.Task, mesh: Mesh
-                  ) -> tuple[ModelConfig, Any | None]:
-  """(model config, starting params or None for a random init)."""
-  m = config.model
-  if not m.init_from:
-    return model_config(config, task), None
-  model, params = from_pretrained(
-      m.init_from, value_heads=m.value_heads, dtype=m.dtype, mesh=mesh, rules=config.mesh.rules,
-      rng=jax.random.PRNGKey(config.seed), remat=m.remat, scan_layers=m.scan_layers,
-      dropout_rate=m.dropout_rate)
-  vocab = vocabulary(task)
-  if model.cfg.vocab_size < vocab.vocab_size:
-    raise ConfigError("model vocabulary smaller than the task's",
-                      f"config.model.init_from={m.init_from!r}",
-                      expected=f"vocab_size >= {vocab.vocab_size}", found=model.cfg.vocab_size)
-  logging.info("Starting from %s", m.init_from)
-  return model.cfg, params
-
-
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-  """The mesh of ``config.mesh`` (over the first ``num_devices`` devices if set)."""
+def make_mesh(config: ml_collections.ConfigDict,
+              devices: list[jax.Device] | None = None) -> Mesh:
+  """The mesh of ``config.mesh`` over ``devices`` (default: the first
+  ``mesh.num_devices`` devices, or all), checked against the batch size."""
   n = config.mesh.num_devices
-  if n and (n > jax.device_count() or jax.process_count() > 1):
-    raise ConfigError("more devices than this process has", "config.mesh.num_devices",
-                      expected=f"<= {jax.device_count()} (single process)", found=n)
+  if devices is None:
+    if n and (n > jax.device_count() or jax.process_count() > 1):
+      raise ConfigError("more devices than this process has", "config.mesh.num_devices",
+                        expected=f"<= {jax.device_count()} (single process)", found=n)
+    devices = jax.devices()[:n] if n else None
   try:
-    return shd.make_mesh(tuple(config.mesh.shape), devices=jax.devices()[:n] if n else None)
+    mesh = shd.make_mesh(tuple(config.mesh.shape), devices=devices)
   except ValueError as e:
     raise ConfigError(f"no such mesh ({e})", "config.mesh.shape") from None
+  rows = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.data.batch_size % rows:
+    raise ConfigError("batch does not split over the mesh", "config.data.batch_size",
+                      expected=f"a multiple of data x fsdp = {rows}",
+                      found=config.data.batch_size)
+  return mesh
+
+
+def optimizer(config: ml_collections.ConfigDict
+              ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, schedule); the schedule counts optimizer updates, so with
+  ``multisteps`` accumulation it is ``train.steps / grad_accum_steps`` long."""
+  opt = config.optimizer
+  multisteps = opt.grad_accum_mode == "multisteps" and opt.grad_accum_steps > 1
+  steps = config.train.steps
+  return make_optimizer(opt, steps // opt.grad_accum_steps if multisteps else steps)
+
+
+def batch_shapes(config: ml_collections.ConfigDict, cfg: ModelConfig
+                 ) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """``{feature: (shape, dtype)}`` of one global training batch."""
+  d = config.data
+  b = d.batch_size
+  if cfg.kind == "encdec":
+    n = d.targets_length
+    out = {"encoder_input_tokens": ((b, d.inputs_length), jnp.int32)}
+  else:
+    n = d.inputs_length + d.targets_length
+    out = {"decoder_segment_ids": ((b, n), jnp.int32), "decoder_positions": ((b, n), jnp.int32)}
+  for k in ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights"):
+    out[k] = ((b, n), jnp.int32)
+  out["decoder_rewards"] = ((b, n), jnp.float32)
+  return out
+
+
+@dataclasses.dataclass
+class Run:
+  """A built run: everything the trainer, the planner and the benchmarks share.
+
+  ``train_step(state, batch) -> (state, metrics)`` and ``eval_step(state,
+  batch) -> sums`` are jitted with the state's and the batch's shardings and
+  carry their mesh and rules; ``lower`` them with ``abstract_state()`` and
+  ``abstract_batch()`` to compile ahead of time.
+  """
+
+  config: ml_collections.ConfigDict
+  mesh: Mesh
+  rules: tuple[tuple[str, Any], ...]
+  task: seqio.Task | None
+  model_cfg: ModelConfig
+  model: nn.Module
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  value_heads: bool
+  state_abstract: TrainState
+  state_shardings: TrainState
+  train_step: shd.MeshFunction
+  eval_step: shd.MeshFunction
+
+  @property
+  def kind(self) -> str:
+    return self.model_cfg.kind
+
+  def batch_sharding(self, ndim: int = 2) -> NamedSharding:
+    return shd.batch_sharding(self.mesh, self.rules, ndim)
+
+  def shard_batch(self, batch: dict[str, Any]) -> dict[str, jax.Array]:
+    """This process's rows -> global arrays split over the batch axes."""
+    return shd.shard_batch(batch, self.mesh, self.rules)
+
+  def abstract_state(self) -> TrainState:
+    """The state as sharded ``ShapeDtypeStruct``s."""
+    return shd.with_shardings(self.state_abstract, self.state_shardings)
+
+  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """One global training batch as sharded ``ShapeDtypeStruct``s."""
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding(len(shape)))
+            for k, (shape, dtype) in batch_shapes(self.config, self.model_cfg).items()}
+
+  def init_state(self, params: Any | None = None) -> TrainState:
+    """The sharded state at step 0, created under jit (never whole on one device).
+
+    ``params`` (e.g. from ``init_from``) are the starting parameters; None
+    initialises them randomly from ``config.seed``.
+    """
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
+    heads = self.value_heads
+    if params is None:
+      make = lambda r: new_state(param_init_fn(self.model_cfg, heads)(r), self.tx, state_rng,
+                                 heads)
+      arg = init_rng
+    else:
+      make = lambda p: new_state(p, self.tx, state_rng, heads)
+      arg = params
+    return shd.jit(make, self.mesh, self.rules, out_shardings=self.state_shardings)(arg)
+
+  def initial_params(self) -> Any | None:
+    """``model.init_from``'s weights placed on the mesh (None: random init).
+
+    For ILQL the value heads come from ``value_heads.safetensors`` or start
+    fresh from ``config.seed``.
+    """
+    m = self.config.model
+    if not m.init_from:
+      return None
+    _, params = from_pretrained(
+        m.init_from, value_heads=self.value_heads, mesh=self.mesh, rules=self.rules,
+        rng=jax.random.PRNGKey(self.config.seed), **_execution(self.config))
+    logging.info("Starting from %s", m.init_from)
+    return params
+
+
+def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | None = None,
+              with_task: bool = True, model_cfg: ModelConfig | None = None) -> Run:
+  """Builds the run ``config`` describes (after validating it).
+
+  Args:
+    devices: the mesh's devices (default: ``config.mesh``'s); the planner
+      passes simulated or TPU-topology devices.
+    with_task: look up the task (training). Without it (planning) the task is
+      read only when the model's vocabulary size comes from it.
+    model_cfg: a model other than ``config.model``'s (benchmarks of custom sizes).
+  """
+  validate(config)
+  mesh = make_mesh(config, devices)
+  rules = tuple(config.mesh.rules)
+  m = config.model
+  needs_task = with_task or not (m.vocab_size or m.init_from or model_cfg)
+  task = get_task(config) if needs_task else None
+  cfg = model_cfg or model_config(config, task)
+  model = build_model(cfg)
+  tx, schedule = optimizer(config)
+  heads = uses_value_heads(config)
+  abstract, shardings = state_shardings(cfg, tx, mesh, rules, heads)
+  batch = shd.batch_sharding(mesh, rules)
+  train_step = shd.jit(make_train_step(model, config, tx, schedule), mesh, rules,
+                       in_shardings=(shardings, batch),
+                       out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
+  eval_step = shd.jit(make_eval_step(model, config), mesh, rules, in_shardings=(shardings, batch))
+  return Run(config, mesh, rules, task, cfg, model, tx, schedule, heads, abstract, shardings,
+             train_step, eval_step)
+
+
+def restore_params(workdir: str, step: int | None = None
+                   ) -> tuple[nn.Module, Any, Any | None, seqio.Vocabulary]:
+  """(model, params, ILQL target Q heads or None, vocabulary) of a trained workdir.
+
+  Restores only the parameters (and target heads) of ``step`` (default: the
+  newest that restores) onto one local device; no optimizer is built.
+  """
+  config = read_config(workdir)
+  model_cfg = read_model_config(workdir)
+  task = get_task(config)
+  mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
+  heads = uses_value_heads(config)
+  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules), heads)
+  want, where = {"params": abstract}, {"params": shardings}
+  if heads:
+    want["target_q"], where["target_q"] = q_heads(abstract), q_heads(shardings)
+  ckpt = Checkpointer(workdir, config.train)
+  try:
+    state = restore_fields(ckpt, step, want, where)
+  finally:
+    ckpt.close()
+  return build_model(model_cfg), state["params"], state.get("target_q"), vocabulary(task)

@@ -48,7 +48,7 @@ class Checkpointer:
     self.directory = os.path.join(workdir, "checkpoints")
     self._mngr = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data"),
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                        "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
@@ -61,7 +61,7 @@ class Checkpointer:
            metrics: dict[str, float] | None = None) -> None:
     """Starts an async save (returns before the files are complete)."""
     self._mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
+        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state)),
         metrics=metrics, force=True)
 
   def saved_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
@@ -71,18 +71,27 @@ class Checkpointer:
       raise ValueError("no readable state metadata")
     return tree_shapes(tree)
 
-  def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict[str, Any]]:
+  def restore(self, step: int, abstract_state: Any, shardings: Any, partial: bool = False
+              ) -> tuple[Any, dict[str, Any] | None]:
     """(state placed into ``shardings``, data-iterator position) of ``step``.
 
-    ``shardings`` may describe a different mesh than the one that saved.
+    ``shardings`` may describe a different mesh than the one that saved. With
+    ``partial``, ``abstract_state`` is a dict of some of the state's fields
+    (e.g. only ``params``): just those are read, and no data position.
     """
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(shd.with_shardings(abstract_state, shardings)),
-        data=ocp.args.JsonRestore()))
+    item = shd.with_shardings(abstract_state, shardings)
+    args = ocp.args.PyTreeRestore(
+        item=item, partial_restore=partial,
+        restore_args=jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), item))
+    if partial:
+      return self._mngr.restore(step, args=ocp.args.Composite(state=args)).state, None
+    out = self._mngr.restore(step, args=ocp.args.Composite(state=args,
+                                                           data=ocp.args.JsonRestore()))
     return out.state, out.data
 
   def restore_latest(self, abstract_state: Any, shardings: Any, run: str = "",
-                     set_aside: bool = True) -> tuple[int, Any, dict[str, Any]] | None:
+                     set_aside: bool = True, partial: bool = False
+                     ) -> tuple[int, Any, dict[str, Any] | None] | None:
     """(step, state, data position) of the newest checkpoint that restores; None if none exist.
 
     A checkpoint whose files cannot be read is skipped with a warning and
@@ -91,18 +100,19 @@ class Checkpointer:
     for readers). A checkpoint of another
     model, loss or optimizer raises ``InputError`` naming both (``run``
     describes this run) and the workdir. If none restores, ``InputError``
-    leaves every file where it was.
+    leaves every file where it was. ``partial`` as in ``restore``.
     """
     with _library_errors_off_console():
-      return self._restore_latest(abstract_state, shardings, run, set_aside)
+      return self._restore_latest(abstract_state, shardings, run, set_aside, partial)
 
-  def _restore_latest(self, abstract_state: Any, shardings: Any, run: str, set_aside: bool
-                      ) -> tuple[int, Any, dict[str, Any]] | None:
+  def _restore_latest(self, abstract_state: Any, shardings: Any, run: str, set_aside: bool,
+                      partial: bool) -> tuple[int, Any, dict[str, Any] | None] | None:
     want = tree_shapes(abstract_state)
+    fields = tuple(f"{k}/" for k in abstract_state) if partial else ("",)
     skipped: list[tuple[int, str]] = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        saved = self.saved_shapes(step)
+        saved = {k: v for k, v in self.saved_shapes(step).items() if k.startswith(fields)}
       except Exception as e:  # pylint: disable=broad-except  # unreadable metadata
         skipped.append((step, _reason(e)))
         logging.warning("checkpoint %d in %s is unreadable (%s); trying the one before",
@@ -113,7 +123,7 @@ class Checkpointer:
                          expected=run or "this config", found=f"{saved_run(self.workdir)} "
                          f"(step {step}; {_first_difference(want, saved)})")
       try:
-        state, data_state = self.restore(step, abstract_state, shardings)
+        state, data_state = self.restore(step, abstract_state, shardings, partial)
       except Exception as e:  # pylint: disable=broad-except  # truncated or corrupt files
         skipped.append((step, _reason(e)))
         logging.warning("checkpoint %d in %s cannot be restored (%s); trying the one before",
@@ -190,9 +200,8 @@ def _reason(e: Exception) -> str:
 def describe_run(model_cfg: dict[str, Any], loss: str, optimizer: str) -> str:
   """One-line summary of a run's shape-determining settings."""
   m = model_cfg
-  return (f"{m.get('family')}/{m.get('layout')} d_model {m.get('d_model')}, "
+  return (f"{m.get('layout')} ({m.get('kind')}) d_model {m.get('d_model')}, "
           f"{m.get('num_layers')} layers, vocab {m.get('vocab_size')}"
-          f"{', value heads' if m.get('value_heads') else ''}"
           f"{', scanned' if m.get('scan_layers') else ''}; loss {loss}; optimizer {optimizer}")
 
 
@@ -240,45 +249,34 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     raise InputError(f"not an irl_lm config ({_reason(e)})", str(fn)) from None
 
 
-def load_for_generation(workdir: str, step: int | None = None
-                        ) -> tuple[Any, Any, Any, Any]:
-  """(model, params, target Q params or None, vocabulary) of a trained workdir.
-
-  Restores ``step`` (default: the newest that restores) onto the local devices.
-  """
-  from irl_lm.models import ModelConfig, build_model
-  from irl_lm.training import builders
-  from irl_lm.training.optim import make_optimizer
-  from irl_lm.training.state import state_shardings
-  config = read_config(workdir)
-  task = builders.get_task(config)
-  model_fn = epath.Path(workdir) / MODEL_FILE
-  if not model_fn.exists():
+def read_model_config(workdir: str) -> Any:
+  """The ``ModelConfig`` a workdir was trained with."""
+  from irl_lm.models import ModelConfig
+  fn = epath.Path(workdir) / MODEL_FILE
+  if not fn.exists():
     raise MissingError(f"no {MODEL_FILE}; is this an irl_lm workdir?", workdir)
   try:
-    model_cfg = ModelConfig(**_read_json(model_fn))
+    return ModelConfig(**_read_json(fn))
   except TypeError as e:
-    raise InputError(f"not an irl_lm model config ({_reason(e)})", str(model_fn)) from None
-  mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
-  tx, _ = make_optimizer(config.optimizer, config.train.steps)
-  with_tq = config.loss.name == "ilql"
-  abstract, shardings = state_shardings(model_cfg, tx, mesh, config.mesh.rules, with_tq)
-  ckpt = Checkpointer(workdir, config.train)
+    raise InputError(f"not an irl_lm model config ({_reason(e)})", str(fn)) from None
+
+
+def restore_fields(ckpt: Checkpointer, step: int | None, abstract: dict[str, Any],
+                   shardings: dict[str, Any]) -> dict[str, Any]:
+  """Some fields of the state of ``step`` (default: the newest that restores).
+
+  Leaves every file in place (for readers: generation, export, experiments).
+  """
+  if step is None:
+    found = ckpt.restore_latest(abstract, shardings, set_aside=False, partial=True)
+    if found is None:
+      raise MissingError("no checkpoint in the workdir", ckpt.directory)
+    return found[1]
+  if step not in ckpt.all_steps():
+    raise MissingError(f"no checkpoint for step {step}", ckpt.directory,
+                       expected=f"one of {ckpt.all_steps()}", found=step)
   try:
-    if step is None:
-      found = ckpt.restore_latest(abstract, shardings, set_aside=False)
-      if found is None:
-        raise MissingError("no checkpoint in the workdir", ckpt.directory)
-      state = found[1]
-    else:
-      if step not in ckpt.all_steps():
-        raise MissingError(f"no checkpoint for step {step}", ckpt.directory,
-                           expected=f"one of {ckpt.all_steps()}", found=step)
-      try:
-        state, _ = ckpt.restore(step, abstract, shardings)
-      except Exception as e:  # pylint: disable=broad-except  # truncated or corrupt files
-        raise InputError(f"checkpoint {step} cannot be restored ({_reason(e)})",
-                         ckpt.directory) from None
-  finally:
-    ckpt.close()
-  return build_model(model_cfg), state.params, state.target_q, builders.vocabulary(task)
+    return ckpt.restore(step, abstract, shardings, partial=True)[0]
+  except Exception as e:  # pylint: disable=broad-except  # truncated or corrupt files
+    raise InputError(f"checkpoint {step} cannot be restored ({_reason(e)})",
+                     ckpt.directory) from None

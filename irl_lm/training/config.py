@@ -22,14 +22,13 @@ ACCUM_MODES = ("microbatch", "multisteps")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults for every config key (see README, "Configuration")."""
+  """Defaults for every config key (see docs/training.md, "Configuration")."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = dict(
       size="t5-small",  # a name from irl_lm.models.PRESETS: t5-tiny ... t5-xl, llama-3b, ...
       init_from="",  # Hugging Face checkpoint directory to start from
-      vocab_size=0,  # 0: the preset's (or, with embedded data, the data vocabulary's)
-      value_heads=False,  # ILQL Q1/Q2/V heads
+      vocab_size=0,  # 0: the task vocabulary's size, rounded up to a multiple of 128
       dtype="float32",  # compute dtype; parameters stay float32
       remat="none",  # none | full | save_dots
       scan_layers=False,
@@ -97,6 +96,25 @@ def base_config() -> ml_collections.ConfigDict:
       num_processes=0,
       process_id=-1,
   )
+  return c
+
+
+ILQL_BETA = 4.0  # ILQL-guided decoding strength a ``:ilql`` config evaluates with
+
+
+def with_loss(c: ml_collections.ConfigDict, loss: str, config_file: str
+              ) -> ml_collections.ConfigDict:
+  """``c`` trained with ``loss``: the one way a config file takes ``--config=FILE:LOSS``.
+
+  ILQL also decodes with ILQL guidance (``decoding.ilql_beta``) unless ``c``
+  set its own strength; the algorithm brings its value heads.
+  """
+  if loss not in LOSSES:
+    raise ConfigError("no such loss", f"--config={config_file}:{loss}",
+                      expected=f"one of {LOSSES}", found=repr(loss))
+  c.loss.name = loss
+  if loss == "ilql" and not c.decoding.ilql_beta:
+    c.decoding.ilql_beta = ILQL_BETA
   return c
 
 
@@ -191,9 +209,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_range(flat, "model.dropout_rate", 0, 1, high_open=True)
   _check_range(flat, "decoding.temperature", 0, low_open=True)
   _check_range(flat, "decoding.top_p", 0, 1, low_open=True)
-  if flat["loss.name"] == "ilql" and not flat["model.value_heads"]:
-    raise ConfigError("config.loss.name='ilql' needs value heads", "config.model.value_heads",
-                      expected=True, found=False)
   if flat["data.batch_size"] % flat["optimizer.grad_accum_steps"]:
     raise ConfigError("batch not divisible into micro-batches", "config.data.batch_size",
                       expected=f"a multiple of config.optimizer.grad_accum_steps="

@@ -11,13 +11,11 @@ from irl_lm.models import ModelConfig
 
 def _attn_proj(cfg: ModelConfig) -> int:
   """Multiply-adds per token of the q, k, v and output projections."""
-  g = cfg.kv_heads if cfg.layout == "llama" else cfg.num_heads
-  return cfg.d_model * cfg.head_dim * (2 * cfg.num_heads + 2 * g)
+  return cfg.d_model * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.kv_heads)
 
 
 def _mlp(cfg: ModelConfig) -> int:
-  gated = cfg.layout in ("v1_1", "llama")
-  return cfg.d_model * cfg.d_ff * (3 if gated else 2)
+  return cfg.d_model * cfg.d_ff * (3 if cfg.gated_mlp else 2)
 
 
 def _scores(cfg: ModelConfig, keys: float) -> float:
@@ -26,14 +24,16 @@ def _scores(cfg: ModelConfig, keys: float) -> float:
 
 
 def forward_flops_per_example(cfg: ModelConfig, inputs_length: int, targets_length: int,
-                              target_heads: bool = False) -> float:
+                              value_heads: bool = False, target_heads: bool = False) -> float:
   """Forward FLOPs (2 x multiply-adds) for one example.
 
   Decoder-only rows are ``inputs_length + targets_length`` long; causal
   attention counts half the keys. T5 adds the encoder over the inputs and
   cross-attention (k/v over encoder tokens, scores over all of them).
+  ``value_heads`` adds ILQL's Q1, Q2 and V heads, ``target_heads`` its two
+  target Q heads.
   """
-  if cfg.is_encoder_decoder:
+  if cfg.kind == "encdec":
     te, td = inputs_length, targets_length
     enc = cfg.num_encoder_layers * te * (_attn_proj(cfg) + _mlp(cfg) + _scores(cfg, te))
     half = cfg.num_heads * cfg.head_dim * cfg.d_model  # q or o projection
@@ -46,21 +46,22 @@ def forward_flops_per_example(cfg: ModelConfig, inputs_length: int, targets_leng
     dec = cfg.num_layers * td * (_attn_proj(cfg) + _mlp(cfg) + _scores(cfg, td / 2))
   head = td * cfg.d_model * cfg.vocab_size
   total = enc + dec + head
-  if cfg.value_heads:
+  if value_heads:
     q_head = 2 * cfg.d_model * cfg.d_model + 2 * cfg.d_model * cfg.vocab_size
     total += td * (2 * q_head + 2 * cfg.d_model * cfg.d_model)
   fwd = 2.0 * total
-  if cfg.value_heads and target_heads:
+  if value_heads and target_heads:
     return fwd + 2.0 * td * 2 * (2 * cfg.d_model * cfg.d_model + 2 * cfg.d_model * cfg.vocab_size)
   return fwd
 
 
 def train_flops_per_step(cfg: ModelConfig, batch_size: int, inputs_length: int,
-                         targets_length: int, with_target_heads: bool = False) -> float:
-  """Training FLOPs per step: 3x forward (backward = 2x), target heads forward only."""
-  fwd = forward_flops_per_example(cfg, inputs_length, targets_length)
-  extra = forward_flops_per_example(cfg, inputs_length, targets_length, True) - fwd \
-      if with_target_heads else 0.0
+                         targets_length: int, value_heads: bool = False) -> float:
+  """Training FLOPs per step: 3x forward (backward = 2x); with ``value_heads``
+  (ILQL) the heads train too and the target heads run forward only."""
+  fwd = forward_flops_per_example(cfg, inputs_length, targets_length, value_heads)
+  extra = forward_flops_per_example(cfg, inputs_length, targets_length, True, True) - fwd \
+      if value_heads else 0.0
   return batch_size * (3.0 * fwd + extra)
 
 

@@ -10,14 +10,16 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from irl_lm import sharding as shd
-from irl_lm.models import ModelConfig, param_init_fn, param_logical_specs, target_q_params
+from irl_lm.models import ModelConfig, param_shardings, q_heads
 
 
 @struct.dataclass
 class TrainState:
   """Everything a step reads and writes.
 
-  ``target_q`` holds the ILQL target Q heads (``{'q1', 'q2'}``, or None);
+  ``params`` holds the network's parameters and, for ILQL, its value heads
+  under ``params['heads']``; ``target_q`` holds the ILQL target Q heads
+  (``{'q1', 'q2'}``, Polyak averages of the online ones; None otherwise);
   ``nonfinite`` counts consecutive steps whose loss or gradients were not
   finite (their updates were skipped) and ``skipped`` counts them all.
   """
@@ -36,7 +38,7 @@ def new_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array,
   """The state at step 0 for the given parameters."""
   zero = jnp.zeros((), jnp.int32)
   return TrainState(step=zero, params=params, opt_state=tx.init(params),
-                    target_q=target_q_params(params) if with_target_q else None,
+                    target_q=jax.tree.map(jnp.array, q_heads(params)) if with_target_q else None,
                     rng=rng, nonfinite=zero, skipped=zero)
 
 
@@ -46,12 +48,12 @@ def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Me
 
   Parameters follow their logical axis names; optimizer moments that mirror a
   parameter take its sharding, other optimizer leaves (counts, factored
-  second moments) are replicated.
+  second moments) are replicated. ``with_target_q`` (ILQL) adds the value
+  heads to the parameters and the target Q heads to the state.
   """
-  specs, abstract_params = param_logical_specs(cfg)
+  specs, abstract_params, p_shard = param_shardings(cfg, mesh, rules, with_target_q)
   abstract = jax.eval_shape(
       lambda p: new_state(p, tx, jax.random.PRNGKey(0), with_target_q), abstract_params)
-  p_shard = shd.logical_shardings(specs, abstract_params, mesh, rules)
 
   def mirror(leaf: Any, spec: Any, param: Any) -> Any:
     return spec if getattr(leaf, "shape", None) == param.shape else None
@@ -62,28 +64,7 @@ def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Me
       is_leaf=lambda x: isinstance(x, P) or x is None)
   opt_shard = shd.logical_shardings(opt_specs, abstract.opt_state, mesh, rules)
   rep = NamedSharding(mesh, P())
-  target = None
-  if with_target_q:
-    target = {k: p_shard["heads"][k] for k in ("q1", "q2")}
+  target = q_heads(p_shard) if with_target_q else None  # as the online heads
   shardings = TrainState(step=rep, params=p_shard, opt_state=opt_shard, target_q=target,
                          rng=rep, nonfinite=rep, skipped=rep)
   return abstract, shardings
-
-
-def create_state(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh,
-                 rules: shd.Rules, seed: int, with_target_q: bool,
-                 params: Any | None = None) -> TrainState:
-  """Creates the sharded state under jit; never materialised whole on one device.
-
-  Args:
-    params: starting parameters (e.g. from ``from_pretrained(..., mesh=mesh)``);
-      None initialises them randomly from ``seed``.
-  """
-  _, shardings = state_shardings(cfg, tx, mesh, rules, with_target_q)
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-  with shd.activate(mesh, rules):
-    if params is None:
-      make = lambda r: new_state(param_init_fn(cfg)(r), tx, state_rng, with_target_q)
-      return jax.jit(make, out_shardings=shardings)(init_rng)
-    make = lambda p: new_state(p, tx, state_rng, with_target_q)
-    return jax.jit(make, out_shardings=shardings)(params)

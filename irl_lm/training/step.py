@@ -11,10 +11,16 @@ import ml_collections
 import optax
 
 from irl_lm import losses
+from irl_lm.models import apply_heads, apply_q_heads, q_heads, trunk_params
 from irl_lm.training.state import TrainState
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+
+def uses_value_heads(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run's algorithm trains value heads (and target Q heads): ILQL."""
+  return config.loss.name == "ilql"
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: bool = True
@@ -28,8 +34,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: boo
   deterministic = not train or config.model.dropout_rate == 0.0
 
   def loss_fn(params, target_q, batch, rng, step):
-    out = model.apply({"params": params}, batch, deterministic=deterministic,
-                      rngs={"dropout": rng}, target_q_params=target_q)
+    out = model.apply({"params": trunk_params(params)}, batch, deterministic=deterministic,
+                      rngs={"dropout": rng})
     targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
     seg = batch.get("decoder_segment_ids")
     if name == "mle":
@@ -39,8 +45,10 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: boo
       loss, metrics = losses.iqlearn_loss(out.logits, targets, weights, lam=lam, gamma=iq.gamma,
                                           stop_grad_next=iq.stop_grad_next, segment_ids=seg)
       return loss, {**metrics, "lam": lam}
+    q1, q2, v = apply_heads(model.cfg, params, out.hidden)
+    target_q1, target_q2 = apply_q_heads(model.cfg, target_q, out.hidden)
     return losses.ilql_loss(
-        out.logits, out.q1, out.q2, out.target_q1, out.target_q2, out.v, targets, weights,
+        out.logits, q1, q2, target_q1, target_q2, v, targets, weights,
         batch["decoder_rewards"], tau=il.tau, gamma=il.gamma, cql_weight=il.cql_weight,
         awac_weight=il.awac_weight, awac_beta=il.awac_beta, awac_clip=il.awac_clip,
         segment_ids=seg)
@@ -105,8 +113,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
       applied = tx.has_updated(opt_state) if multisteps else True
       count = _update_count(opt_state)
       move = applied & (count % il.polyak_every == 0)
-      online = {k: params["heads"][k] for k in ("q1", "q2")}
-      moved = losses.polyak_update(target_q, online, il.polyak_rate)
+      moved = losses.polyak_update(target_q, q_heads(params), il.polyak_rate)
       target_q = jax.tree.map(lambda a, b: jnp.where(move, a, b), moved, target_q)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(

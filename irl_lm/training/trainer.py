@@ -12,19 +12,13 @@ import ml_collections
 import numpy as np
 
 from irl_lm import data
-from irl_lm import sharding as shd
-from irl_lm.models import build_model
-from irl_lm.training import builders, evaluation, flops
 from irl_lm.data.checks import check_split, has_rewards
 from irl_lm.errors import ConfigError, UserError
+from irl_lm.training import builders, evaluation, flops
 from irl_lm.training.checkpoints import Checkpointer, describe_run, write_config
-from irl_lm.training.config import validate
 from irl_lm.training.host_batches import HostBatches, saved_num_shards
 from irl_lm.training.metrics_log import MetricsLog
-from irl_lm.training.optim import make_optimizer
 from irl_lm.training.preemption import Preempted, PreemptionWatch
-from irl_lm.training.state import create_state, state_shardings
-from irl_lm.training.step import make_eval_step, make_train_step
 
 
 class NonFiniteError(UserError, RuntimeError):
@@ -61,31 +55,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Raises ``Preempted`` after saving a checkpoint when a pre-emption notice
   (SIGTERM) arrives.
   """
-  validate(config)
-  mesh, rules = builders.make_mesh(config), tuple(config.mesh.rules)
-  if config.data.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-    raise ConfigError("batch does not split over the mesh", "config.data.batch_size",
-                      expected=f"a multiple of data x fsdp = "
-                      f"{mesh.shape['data'] * mesh.shape['fsdp']}", found=config.data.batch_size)
-  task = builders.get_task(config)
-  check_data(config, task)
-  model_cfg, init_params = builders.initial_model(config, task, mesh)
-  model = build_model(model_cfg)
-  opt = config.optimizer
-  multisteps = opt.grad_accum_mode == "multisteps" and opt.grad_accum_steps > 1
-  steps = config.train.steps
-  tx, schedule = make_optimizer(opt, steps // opt.grad_accum_steps if multisteps else steps)
-  with_tq = config.loss.name == "ilql"
-  abstract, shardings = state_shardings(model_cfg, tx, mesh, rules, with_tq)
-
-  shard = data.shard_info_from_mesh(mesh)
-  shard_index, num_shards = shard.index, shard.num_shards
+  run = builders.build_run(config)
+  check_data(config, run.task)
+  shard = data.shard_info_from_mesh(run.mesh)
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
-  kind = builders.model_kind(model_cfg)
   ckpt = Checkpointer(workdir, config.train)
-  run = describe_run(dataclasses.asdict(model_cfg), config.loss.name, opt.name)
+  this_run = describe_run(dataclasses.asdict(run.model_cfg), config.loss.name,
+                          config.optimizer.name)
   try:
-    restored = ckpt.restore_latest(abstract, shardings, run=run)
+    restored = ckpt.restore_latest(run.state_abstract, run.state_shardings, run=this_run)
   except BaseException:
     ckpt.close()
     raise
@@ -94,29 +72,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     latest, state, data_state = restored
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
-    state = create_state(model_cfg, tx, mesh, rules, config.seed, with_tq, params=init_params)
-  train_iter = HostBatches(task, config.data.train_split, kind, lengths, config.data.batch_size,
-                           seed=config.seed, pack=config.data.pack, index=shard_index,
-                           count=num_shards, num_shards=saved_num_shards(data_state))
+    state = run.init_state(run.initial_params())
+  train_iter = HostBatches(run.task, config.data.train_split, run.kind, lengths,
+                           config.data.batch_size, seed=config.seed, pack=config.data.pack,
+                           index=shard.index, count=shard.num_shards,
+                           num_shards=saved_num_shards(data_state))
   if data_state is not None:
     train_iter.restore(data_state)
-  write_config(workdir, config, model_cfg)
-  logging.info("%s", describe(state, mesh))
+  write_config(workdir, config, run.model_cfg)
+  logging.info("%s", describe(state, run.mesh))
 
-  with shd.activate(mesh, rules):
-    step_fn = jax.jit(make_train_step(model, config, tx, schedule),
-                      in_shardings=(shardings, shd.batch_sharding(mesh, rules)),
-                      out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
-    eval_fn = jax.jit(make_eval_step(model, config),
-                      in_shardings=(shardings, shd.batch_sharding(mesh, rules)))
-  evaluator = evaluation.Evaluator(model, config, task, kind, mesh, rules,
-                                   (shard_index, num_shards), eval_fn)
-  perf = _Throughput(config, model_cfg, kind, with_tq)
-  log = MetricsLog(workdir, steps, int(state.step))
+  evaluator = evaluation.Evaluator(run, (shard.index, shard.num_shards))
+  perf = _Throughput(config, run.model_cfg, run.value_heads)
+  log = MetricsLog(workdir, config.train.steps, int(state.step))
   preemption = PreemptionWatch()
   try:
-    last = _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules,
-                 preemption)
+    last = _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption)
   finally:
     preemption.close()
     ckpt.close()  # an exception still completes the checkpoints already started
@@ -130,12 +101,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 class _Throughput:
   """Step time, tokens/s and MFU from wall-clock time between log points."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, kind: str,
-               with_tq: bool):
+  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, value_heads: bool):
     d = config.data
     self.flops = flops.train_flops_per_step(model_cfg, d.batch_size, d.inputs_length,
-                                            d.targets_length, with_tq)
-    self.tokens = d.batch_size * (d.targets_length + (d.inputs_length if kind == "decoder" else 0))
+                                            d.targets_length, value_heads)
+    decoder_only = model_cfg.kind == "decoder"
+    self.tokens = d.batch_size * (d.targets_length + (d.inputs_length if decoder_only else 0))
     self.peak = (config.train.peak_flops_per_device or flops.measure_peak_flops()) \
         * jax.device_count()
     self._t: float | None = None
@@ -152,8 +123,8 @@ class _Throughput:
             "perf/mfu": self.flops / dt / self.peak}
 
 
-def _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, rules,
-          preemption) -> dict[str, float]:
+def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
+          ) -> dict[str, float]:
   """Steps from ``state.step`` to ``train.steps`` with logging, eval and checkpoints."""
   t = config.train
   last: dict[str, float] = {}
@@ -162,8 +133,7 @@ def _loop(config, state, step_fn, train_iter, evaluator, ckpt, log, perf, mesh, 
   perf.start(start)
   for step in range(start + 1, t.steps + 1):
     batch = next(train_iter)
-    with shd.activate(mesh, rules):
-      state, metrics = step_fn(state, shd.shard_batch(batch, mesh, rules))
+    state, metrics = run.train_step(state, run.shard_batch(batch))
     pending.append(metrics)
     bad = int(state.nonfinite)
     if bad:
