@@ -84,16 +84,32 @@ def _then(first: Callable[[Path], list[str]], *more: Callable[[Path], None]
   return setup
 
 
+def _register_jsonl(d: Path, name: str, vocabulary: str) -> None:
+  """``d/name.py``, registering a reward-labelled JSONL task over ``d/rewards.jsonl``."""
+  (d / f"{name}.py").write_text(
+      "from irl_lm.data import make_vocabulary, register_jsonl_reward_task\n"
+      f"register_jsonl_reward_task({name!r}, {{'train': {str(d / 'rewards.jsonl')!r}, "
+      f"'validation': {str(d / 'rewards.jsonl')!r}}}, make_vocabulary({vocabulary}))\n")
+
+
 def _task_module(name: str, jsonl: bytes | None) -> Callable[[Path], list[str]]:
   """A module registering a reward-labelled JSONL task over ``jsonl`` (None: a missing file)."""
   def setup(d: Path) -> list[str]:
     if jsonl is not None:
       (d / "rewards.jsonl").write_bytes(jsonl)
-    (d / f"{name}.py").write_text(
-        "from irl_lm.data import make_vocabulary, register_jsonl_reward_task\n"
-        f"register_jsonl_reward_task({name!r}, {{'train': {str(d / 'rewards.jsonl')!r}, "
-        f"'validation': {str(d / 'rewards.jsonl')!r}}}, make_vocabulary('embedded'))\n")
+    _register_jsonl(d, name, "'embedded'")
     return _tiny(f"--config.data.task={name}:{name}", "--config.loss.name=ilql")(d)
+  return setup
+
+
+def _init_from(breakage: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+  """A run from a broken copy of the gpt2 fixture, on a task in its own 96-token vocabulary
+  (so the config checks pass and the weights are what fails)."""
+  def setup(d: Path) -> list[str]:
+    hf = _hf_dir(breakage)(d)
+    (d / "rewards.jsonl").write_bytes(b'{"prompt": "a b", "response": "c", "reward": 1}\n' * 8)
+    _register_jsonl(d, "hf_task", f"'hf_tokenizer', {str(hf / 'tokenizer.json')!r}")
+    return _tiny(f"--config.model.init_from={hf}", "--config.data.task=hf_task:hf_task")(d)
   return setup
 
 
@@ -263,12 +279,12 @@ CASES = [
     # --- main: starting weights ---
     Case("init-from-missing", "main", _tiny("--config.model.init_from=/no/such/model"),
          r"/no/such/model"),
-    Case("init-from-truncated", "main",
-         lambda d: _tiny(f"--config.model.init_from={_hf_dir(_truncate_weights)(d)}")(d),
-         r"model.safetensors"),
-    Case("init-from-lfs", "main",
-         lambda d: _tiny(f"--config.model.init_from={_hf_dir(_lfs_weights)(d)}")(d),
-         r"Git LFS pointer"),
+    Case("init-from-truncated", "main", _init_from(_truncate_weights), r"model.safetensors"),
+    Case("init-from-lfs", "main", _init_from(_lfs_weights), r"Git LFS pointer"),
+    Case("init-from-small-vocab", "main",
+         lambda d: _tiny(f"--config.model.init_from={_hf_dir(lambda _: None)(d)}")(d),
+         r"model vocabulary smaller than the task's \(config.model.init_from=.*\): expected "
+         r"vocab_size >= 230 vs found 96"),
     Case("init-from-config-json", "main",
          lambda d: _tiny(f"--config.model.init_from={_hf_dir(_bad_config_json)(d)}")(d),
          r"line 2 column 16 \(.*config.json\)"),
@@ -346,7 +362,7 @@ CASES = [
          r"the output directory already holds a model; pass --overwrite",
          keep=lambda d: sorted((d / "hf_out").iterdir())),
     Case("export-step", "export", _export("--step=7"), r"no checkpoint for step 7"),
-    Case("export-corrupt", "export", _export(corrupt=("truncate",)),
+    Case("export-corrupt", "export", _export(corrupt=("metadata",)),
          r"no checkpoint in the workdir can be restored", keep=_checkpoint_files),
     Case("export-config-json", "export",
          lambda d: ((d / "run").mkdir(), (d / "run" / "config.json").write_text("{oops"),

@@ -1,4 +1,4 @@
-"""Runs the README's "Registering a new dataset" example (tests/fixtures/data/my_tasks.py) end to end."""
+"""Runs docs/data.md's "Registering a new dataset" example (tests/fixtures/data/my_tasks.py) end to end."""
 import json
 import os
 import shutil
@@ -19,7 +19,7 @@ QA = [("anna has 3 apples and buys 4 more . how many ?", "3 + 4 = 7 . #### 7"),
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-  """A directory laid out as the README describes: my_tasks.py, spiece.model, my_data/."""
+  """A directory laid out as docs/data.md describes: my_tasks.py, spiece.model, my_data/."""
   shutil.copy(EXAMPLE, tmp_path / "my_tasks.py")
   shutil.copy(os.path.join(FIXTURES, "spiece.model"), tmp_path / "spiece.model")
   data = tmp_path / "my_data"
@@ -53,7 +53,7 @@ def test_example_trains_and_evaluates(project):
 
 
 def test_readme_command_trains_on_the_example(project):
-  """The README's `--config.data.task=my_tasks:my_task` run, in-process and shortened."""
+  """The docs' `--config.data.task=my_tasks:my_task` run, in-process and shortened."""
   import importlib.util
   from irl_lm.training.trainer import train_and_evaluate
   spec = importlib.util.spec_from_file_location(

@@ -50,7 +50,7 @@ def test_planner_compiles_the_trainers_step(name):
   assert tree_shapes(trainer.state_abstract) == tree_shapes(planned.state_abstract)
   assert jax.tree.map(lambda x: x.dtype, trainer.state_abstract) == \
       jax.tree.map(lambda x: x.dtype, planned.state_abstract)
-  assert specs(trainer.state_shardings) == specs(planned.state_shardings)
+  assert specs(trainer.shardings) == specs(planned.shardings)
   if config.data.task in EMBEDDED:  # data on this machine: the trainer's first real batch
     d = config.data
     real = next(HostBatches(trainer.task, d.train_split, trainer.kind,

@@ -105,7 +105,7 @@ def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
   run, lowered = lower_train(config, devices)
   compiled = lowered.compile()
   args, outs, temp, alias = _memory(compiled)
-  abstract, shardings = run.state_abstract, run.state_shardings
+  abstract, shardings = run.state_abstract, run.shardings
   params = _shard_bytes(abstract.params, shardings.params)
   opt = _shard_bytes(abstract.opt_state, shardings.opt_state)
   everything = _shard_bytes(abstract, shardings)

@@ -154,7 +154,7 @@ class Run:
   schedule: optax.Schedule
   value_heads: bool
   state_abstract: TrainState
-  state_shardings: TrainState
+  shardings: TrainState
   train_step: shd.MeshFunction
   eval_step: shd.MeshFunction
 
@@ -171,7 +171,7 @@ class Run:
 
   def abstract_state(self) -> TrainState:
     """The state as sharded ``ShapeDtypeStruct``s."""
-    return shd.with_shardings(self.state_abstract, self.state_shardings)
+    return shd.with_shardings(self.state_abstract, self.shardings)
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """One global training batch as sharded ``ShapeDtypeStruct``s."""
@@ -193,7 +193,7 @@ class Run:
     else:
       make = lambda p: new_state(p, self.tx, state_rng, heads)
       arg = params
-    return shd.jit(make, self.mesh, self.rules, out_shardings=self.state_shardings)(arg)
+    return shd.jit(make, self.mesh, self.rules, out_shardings=self.shardings)(arg)
 
   def initial_params(self) -> Any | None:
     """``model.init_from``'s weights placed on the mesh (None: random init).

@@ -63,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   this_run = describe_run(dataclasses.asdict(run.model_cfg), config.loss.name,
                           config.optimizer.name)
   try:
-    restored = ckpt.restore_latest(run.state_abstract, run.state_shardings, run=this_run)
+    restored = ckpt.restore_latest(run.state_abstract, run.shardings, run=this_run)
   except BaseException:
     ckpt.close()
     raise
