@@ -123,7 +123,8 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
         skipped=state.skipped + (~finite).astype(jnp.int32))
     metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
                "learning_rate": schedule(_update_count(state.opt_state)),
-               "nonfinite": (~finite).astype(jnp.int32), "skipped_total": new_state.skipped}
+               "nonfinite": (~finite).astype(jnp.int32), "skipped_total": new_state.skipped,
+               "nonfinite_streak": new_state.nonfinite}
     return new_state, metrics
 
   return train_step

@@ -123,31 +123,68 @@ class _Throughput:
             "perf/mfu": self.flops / dt / self.peak}
 
 
+class _FiniteWatch:
+  """Stops the run after ``train.max_nonfinite_steps`` skipped steps in a row.
+
+  Reads each step's streak counter one step late (after the next step is
+  dispatched), so the host never waits for the step it just launched; at log,
+  eval and checkpoint steps, which wait for the device anyway, it reads the
+  current one first.
+  """
+
+  def __init__(self, max_steps: int, ckpt: Checkpointer):
+    self.max_steps, self.ckpt = max_steps, ckpt
+    self._unread: tuple[int, jax.Array] | None = None
+
+  def dispatched(self, step: int, streak: jax.Array) -> None:
+    """Records ``step``'s counter and reads the previous step's."""
+    self.read()
+    self._unread = (step, streak)
+
+  def read(self) -> None:
+    """Reads the counter not yet read (blocking on its step), and stops on a streak."""
+    if self._unread is None:
+      return
+    step, streak = self._unread
+    self._unread = None
+    bad = int(streak)
+    if bad:
+      logging.warning("step %d: non-finite loss or gradients; update skipped (%d in a row)",
+                      step, bad)
+    if bad >= self.max_steps:
+      self.ckpt.wait()
+      good = self.ckpt.latest_step()
+      where = f"step {good} in {self.ckpt.directory}" if good is not None else "none"
+      raise NonFiniteError(
+          f"{bad} consecutive steps (up to step {step}) had a non-finite loss or gradient "
+          f"(config.train.max_nonfinite_steps={self.max_steps}); stopping. "
+          f"The last good checkpoint ({where}) was left intact.")
+
+
 def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
           ) -> dict[str, float]:
-  """Steps from ``state.step`` to ``train.steps`` with logging, eval and checkpoints."""
+  """Steps from ``state.step`` to ``train.steps`` with logging, eval and checkpoints.
+
+  The host reads nothing of a step it has just dispatched until a log, eval or
+  checkpoint step, so the device always has the next step queued.
+  """
   t = config.train
   last: dict[str, float] = {}
   pending: list[dict[str, jax.Array]] = []
   start = int(state.step)
   perf.start(start)
+  finite = _FiniteWatch(t.max_nonfinite_steps, ckpt)
   for step in range(start + 1, t.steps + 1):
     batch = next(train_iter)
     state, metrics = run.train_step(state, run.shard_batch(batch))
+    metrics = dict(metrics)
+    finite.dispatched(step, metrics.pop("nonfinite_streak"))
     pending.append(metrics)
-    bad = int(state.nonfinite)
-    if bad:
-      logging.warning("step %d: non-finite loss or gradients; update skipped (%d in a row)",
-                      step, bad)
-    if bad >= t.max_nonfinite_steps:
-      ckpt.wait()
-      good = ckpt.latest_step()
-      where = f"step {good} in {ckpt.directory}" if good is not None else "none"
-      raise NonFiniteError(
-          f"{bad} consecutive steps (up to step {step}) had a non-finite loss or gradient "
-          f"(config.train.max_nonfinite_steps={t.max_nonfinite_steps}); stopping. "
-          f"The last good checkpoint ({where}) was left intact.")
     final = step == t.steps
+    saved = step % t.checkpoint_every == 0 or final
+    preempted = preemption.reached(step)
+    if step % t.log_every == 0 or step % t.eval_every == 0 or saved or preempted:
+      finite.read()  # this step waits for the device anyway: check it before using its state
     if step % t.log_every == 0 or final:
       host = jax.device_get(pending)
       pending = []
@@ -170,10 +207,9 @@ def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
                    ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
       last.update(eval_metrics)
       perf.start(step)  # evaluation time is not training time
-    saved = step % t.checkpoint_every == 0 or final
     if saved:
       ckpt.save(step, state, train_iter.state(), metrics=eval_metrics)
-    if preemption.reached(step):
+    if preempted:
       if not saved:
         ckpt.save(step, state, train_iter.state())
       ckpt.wait()
