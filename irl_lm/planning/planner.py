@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
-from irl_lm.models import param_shardings
+from irl_lm.models import param_shardings, trunk_params
 from irl_lm.planning.devices import GIB
 from irl_lm.training import flops
 from irl_lm.training.builders import Run, build_run
@@ -122,7 +122,8 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   """Compiles one cached decode step at ``eval.batch_size`` with a full-length cache."""
   run = build_run(config, devices=devices, with_task=False)
   cfg, model, mesh, rules = run.model_cfg, run.model, run.mesh, run.rules
-  _, abstract_params, p_shard = param_shardings(cfg, mesh, rules)
+  # ILQL decodes with its value heads in memory (the step below updates the trunk's cache).
+  _, abstract_params, p_shard = param_shardings(cfg, mesh, rules, run.value_heads)
   b = config.eval.batch_size
   d = config.data
   encdec = cfg.kind == "encdec"
@@ -131,15 +132,15 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   if encdec:
     enc = jax.ShapeDtypeStruct((b, d.inputs_length, cfg.d_model), cfg.compute_dtype)
     full = {"decoder_input_tokens": tok(max_len), "encoder_input_tokens": tok(d.inputs_length)}
-    cache = jax.eval_shape(lambda p, e: model.init(jax.random.PRNGKey(0), full, e, decode=True,
-                                                   method="decode")["cache"], abstract_params, enc)
-    apply = lambda p, c, t: model.apply({"params": p, "cache": c}, {"decoder_input_tokens": t},
-                                        None, decode=True, method="decode", mutable=["cache"])
+    cache = jax.eval_shape(lambda e: model.init(jax.random.PRNGKey(0), full, e, decode=True,
+                                                method="decode")["cache"], enc)
+    apply = lambda p, c, t: model.apply({"params": trunk_params(p), "cache": c},
+                                        {"decoder_input_tokens": t}, None, decode=True,
+                                        method="decode", mutable=["cache"])
   else:
     full = {"decoder_input_tokens": tok(max_len), "decoder_positions": tok(max_len)}
-    cache = jax.eval_shape(lambda p: model.init(jax.random.PRNGKey(0), full, decode=True)["cache"],
-                           abstract_params)
-    apply = lambda p, c, t: model.apply({"params": p, "cache": c},
+    cache = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), full, decode=True)["cache"])
+    apply = lambda p, c, t: model.apply({"params": trunk_params(p), "cache": c},
                                         {"decoder_input_tokens": t, "decoder_positions": t},
                                         decode=True, mutable=["cache"])
   c_shard = jax.tree_util.tree_map_with_path(lambda path, x: _cache_sharding(path, x, mesh, rules),
@@ -152,7 +153,8 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
                                              sharding=run.batch_sharding())).compile()
   args, outs, temp, alias = _memory(compiled)
   params = _shard_bytes(abstract_params, p_shard)
-  fwd = flops.forward_flops_per_example(cfg, 0, 1)  # one new token, attention over the cache omitted
+  # one new token (with ILQL's heads), attention over the cache omitted
+  fwd = flops.forward_flops_per_example(cfg, 0, 1, run.value_heads)
   return Plan(f"decode step (batch {b}, cache length {max_len})", device_memory, params, 0,
               _shard_bytes(cache, c_shard), args, outs, temp, alias, b * fwd, _xla_flops(compiled))
 
