@@ -91,3 +91,19 @@ def test_checkpoint_of_another_shape_names_the_difference(tmp_path):
                                        r".*\(step 1; w: this config \(5,\), checkpoint \(3,\)\)"):
     ckpt.restore_latest(*_abstract(width=5), run="this run")
   assert ckpt.all_steps() == [1]
+
+
+def test_model_config_written_before_kind_still_reads(tmp_path):
+  """A workdir from before ModelConfig.kind (``family``, ``value_heads``) still loads."""
+  import dataclasses
+  import json
+  from irl_lm.models import preset
+  from irl_lm.training.checkpoints import MODEL_FILE, read_model_config
+  for name in ("t5-tiny", "gpt2-tiny"):
+    cfg = preset(name)
+    old = {k: v for k, v in dataclasses.asdict(cfg).items()
+           if k not in ("kind", "activation", "gated_mlp", "norm", "position", "use_bias",
+                        "scaled_attention")}
+    old.update(family="t5" if cfg.kind == "encdec" else "decoder", value_heads=True)
+    (tmp_path / MODEL_FILE).write_text(json.dumps(old))
+    assert read_model_config(str(tmp_path)) == cfg

@@ -255,8 +255,12 @@ def read_model_config(workdir: str) -> Any:
   fn = epath.Path(workdir) / MODEL_FILE
   if not fn.exists():
     raise MissingError(f"no {MODEL_FILE}; is this an irl_lm workdir?", workdir)
+  raw = _read_json(fn)
+  if isinstance(raw, dict) and "family" in raw:  # written before ModelConfig.kind (issue 12)
+    raw["kind"] = "encdec" if raw.pop("family") == "t5" else "decoder"
+    raw.pop("value_heads", None)  # the algorithm owns its heads now
   try:
-    return ModelConfig(**_read_json(fn))
+    return ModelConfig(**raw)
   except TypeError as e:
     raise InputError(f"not an irl_lm model config ({_reason(e)})", str(fn)) from None
 

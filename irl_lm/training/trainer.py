@@ -182,8 +182,7 @@ def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
     pending.append(metrics)
     final = step == t.steps
     saved = step % t.checkpoint_every == 0 or final
-    preempted = preemption.reached(step)
-    if step % t.log_every == 0 or step % t.eval_every == 0 or saved or preempted:
+    if step % t.log_every == 0 or step % t.eval_every == 0 or saved:
       finite.read()  # this step waits for the device anyway: check it before using its state
     if step % t.log_every == 0 or final:
       host = jax.device_get(pending)
@@ -209,7 +208,8 @@ def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
       perf.start(step)  # evaluation time is not training time
     if saved:
       ckpt.save(step, state, train_iter.state(), metrics=eval_metrics)
-    if preempted:
+    if preemption.reached(step):  # after eval, so a notice that came during it is seen now
+      finite.read()
       if not saved:
         ckpt.save(step, state, train_iter.state())
       ckpt.wait()
