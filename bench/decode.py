@@ -1,69 +1,59 @@
-"""Decoding throughput: irl_lm.decoding.generate (JAX) vs transformers' PyTorch generate.
+"""Decoding throughput: irl_lm.decoding.generate (JAX) against transformers' PyTorch generate.
 
-Both run greedy decoding of exactly ``--new_tokens`` tokens (no early EOS:
-irl_lm gets ``eos_id=-1``, PyTorch ``min_new_tokens``) from the same random
-prompts on identical float32 weights: a random irl_lm model exported with
-``save_pretrained`` and loaded by transformers. Timings are the median of
-``--repeats`` runs after a warm-up (compilation excluded), interleaved so both
-frameworks see the same machine load. PyTorch runs with each ``--torch_threads``
-setting and the table shows its fastest (on a busy 2-core machine one thread
-often beats two), so the speedup is the conservative one. Prints a table and
-writes JSON.
+  python bench/decode.py [--models=gpt2,llama,t5] [--methods=greedy,sample] [--batches=32]
 
-  python bench/decode.py [--models=gpt2,t5] [--batches=1,32] [--new_tokens=64]
+Both decode exactly ``--new_tokens`` tokens (no early EOS: irl_lm gets
+``eos_id=-1``, PyTorch ``min_new_tokens``) from the same random prompts on
+identical float32 weights: a random irl_lm model exported with
+``save_pretrained`` and loaded by transformers. Sampling is plain temperature-1
+sampling in both (no top-k, no top-p). For each setting irl_lm and PyTorch,
+once per ``--torch_threads`` count, take turns in every round; the speedup of a
+round is against that round's fastest PyTorch, so it is the conservative one.
+Greedy must give identical tokens. Writes bench/results/decode.json.
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
+import harness
 import jax
 import numpy as np
-import torch
-import transformers
+import torch  # before irl_lm imports TensorFlow: triton's extension crashes when loaded after it
 from absl import app, flags
+from transformers import GPT2LMHeadModel, LlamaForCausalLM, T5ForConditionalGeneration
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from irl_lm.decoding import generate
+from irl_lm.models import ModelConfig, build_model, init_params, save_pretrained
 
-from irl_lm.decoding import generate  # noqa: E402
-from irl_lm.models import ModelConfig, build_model, init_params, save_pretrained  # noqa: E402
-
-_MODELS = flags.DEFINE_list("models", ["gpt2", "t5"], "Model layouts to measure.")
-_BATCHES = flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
+_MODELS = flags.DEFINE_list("models", ["gpt2", "llama", "t5"], "Model layouts to measure.")
+_METHODS = flags.DEFINE_list("methods", ["greedy", "sample"], "Decoding methods.")
+_BATCHES = flags.DEFINE_list("batches", ["32"], "Batch sizes.")
 _PROMPT = flags.DEFINE_integer("prompt_len", 32, "Prompt (T5: encoder input) tokens.")
 _NEW = flags.DEFINE_integer("new_tokens", 64, "Generated tokens per row.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per setting (median reported).")
-_THREADS = flags.DEFINE_list("torch_threads", ["1", str(torch.get_num_threads())],
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds per setting.")
+_THREADS = flags.DEFINE_list("torch_threads", sorted({"1", str(torch.get_num_threads())}),
                              "PyTorch intra-op thread counts to try.")
-_OUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
-                                                  "decode.json"), "JSON results file.")
 
 CONFIGS = {  # small models with the real vocabularies (the LM head dominates per-token cost)
     "gpt2": ModelConfig(kind="decoder", layout="gpt2", vocab_size=50257, d_model=256,
                         num_heads=4, head_dim=64, d_ff=1024, num_layers=4,
                         layer_norm_eps=1e-5, tie_word_embeddings=True, eos_id=50256),
+    "llama": ModelConfig(kind="decoder", layout="llama", vocab_size=32000, d_model=256,
+                         num_heads=4, num_kv_heads=2, head_dim=64, d_ff=688, num_layers=4,
+                         layer_norm_eps=1e-5, eos_id=2),
     "t5": ModelConfig(kind="encdec", layout="v1_1", vocab_size=32128, d_model=256, num_heads=4,
                       head_dim=64, d_ff=1024, num_layers=4, num_encoder_layers=4),
 }
-HF_CLASSES = {"gpt2": transformers.GPT2LMHeadModel,
-              "t5": transformers.T5ForConditionalGeneration}
+HF_CLASSES = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM,
+              "t5": T5ForConditionalGeneration}
 
 
-def timed(fn: Callable[[], object]) -> float:
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
-
-
-def measure(name: str, batch: int) -> dict[str, Any]:
-  """Tokens/s of both frameworks on one model and batch size."""
+def cases(name: str, method: str, batch: int
+          ) -> tuple[dict[str, Callable[[], Any]], float, float]:
+  """irl_lm's and PyTorch's decode of one setting, their greedy agreement, and M params."""
   cfg = CONFIGS[name]
   model, params = build_model(cfg), init_params(cfg, jax.random.key(0))
   with tempfile.TemporaryDirectory() as tmp:
@@ -73,60 +63,73 @@ def measure(name: str, batch: int) -> dict[str, Any]:
   key = "encoder_input_tokens" if cfg.kind == "encdec" else "decoder_input_tokens"
   n = _NEW.value
   ids = torch.tensor(prompts, dtype=torch.long)
+  sample = method == "sample"
 
-  def run_jax():
-    return np.asarray(generate(model, params, {key: prompts}, max_new_tokens=n,
-                               eos_id=-1).tokens[:, 0])
+  def run_jax() -> np.ndarray:
+    out = generate(model, params, {key: prompts}, max_new_tokens=n, eos_id=-1,
+                   method=method, temperature=1.0)
+    return np.asarray(out.tokens[:, 0])
 
-  def run_torch():
-    with torch.inference_mode():
-      out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                        num_beams=1, max_new_tokens=n, min_new_tokens=n,
-                        pad_token_id=cfg.pad_id)
-    return out[:, -n:].numpy()
+  def torch_at(threads: int) -> Callable[[], np.ndarray]:
+    def run() -> np.ndarray:
+      torch.set_num_threads(threads)
+      with torch.inference_mode():
+        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=sample,
+                          num_beams=1, max_new_tokens=n, min_new_tokens=n, top_k=0,
+                          top_p=1.0, temperature=1.0, pad_token_id=cfg.pad_id)
+      return out[:, -n:].numpy()
+    return run
 
-  agree = float(np.mean(run_jax() == run_torch()))  # also the warm-up (JAX compiles here)
-  threads = sorted({int(t) for t in _THREADS.value})
-  t_jax, t_torch = [], {t: [] for t in threads}
-  for _ in range(_REPEATS.value):
-    for t in threads:
-      t_jax.append(timed(run_jax))
-      torch.set_num_threads(t)
-      t_torch[t].append(timed(run_torch))
-  tokens = batch * n
-  jax_tps = tokens / statistics.median(t_jax)
-  torch_by_threads = {t: round(tokens / statistics.median(v), 1) for t, v in t_torch.items()}
-  best = max(torch_by_threads, key=torch_by_threads.get)
-  params_m = sum(x.size for x in jax.tree.leaves(params)) / 1e6
-  return {"model": name, "params_m": round(params_m, 1), "batch": batch,
-          "prompt_len": _PROMPT.value, "new_tokens": n, "jax_tok_s": round(jax_tps, 1),
-          "torch_tok_s": torch_by_threads[best], "torch_threads": best,
-          "torch_tok_s_by_threads": torch_by_threads,
-          "speedup": round(jax_tps / torch_by_threads[best], 2),
-          "greedy_token_agreement": round(agree, 3)}
+  fns = {"irl_lm": run_jax, **{f"torch_t{t}": torch_at(int(t)) for t in _THREADS.value}}
+  agree = float(np.mean(run_jax() == fns[f"torch_t{_THREADS.value[0]}"]())) if not sample \
+      else float("nan")
+  return fns, agree, sum(x.size for x in jax.tree.leaves(params)) / 1e6
 
 
 def main(argv: list[str]) -> None:
   del argv
-  rows = [measure(m, int(b)) for m in _MODELS.value for b in _BATCHES.value]
-  header = ("model", "params (M)", "batch", "irl_lm JAX tok/s", "PyTorch tok/s (threads)",
-            "speedup", "same tokens")
+  rows, targets = [], []
+  for name in _MODELS.value:
+    for method in _METHODS.value:
+      for batch in map(int, _BATCHES.value):
+        print(f"{name} {method} batch {batch}", file=sys.stderr, flush=True)
+        fns, agree, params_m = cases(name, method, batch)
+        times = harness.interleave(fns, rounds=_ROUNDS.value, calls=1)
+        fastest_torch = [min(ts) for ts in zip(*(v for k, v in times.items() if k != "irl_lm"))]
+        speedup = harness.ratio(fastest_torch, times["irl_lm"])
+        tokens = batch * _NEW.value
+        row = {"model": name, "method": method, "batch": batch,
+               "params_m": round(params_m, 1),
+               "irl_lm_tok_s": tokens / harness.spread(times["irl_lm"])["median"],
+               "torch_tok_s": {k: tokens / harness.spread(v)["median"]
+                               for k, v in times.items() if k != "irl_lm"},
+               "speedup": speedup, "greedy_token_agreement": agree,
+               "times_s": {k: harness.spread(v) for k, v in times.items()}}
+        rows.append(row)
+        if batch == 32:
+          targets.append(harness.target(f"decode: {name} {method} batch 32 vs HF generate",
+                                        speedup, ">=", 3.0, harness.fmt(speedup)))
+          if method == "greedy":
+            targets.append({"name": f"decode: {name} greedy tokens equal HF's",
+                            "target": "100%", "measured": f"{agree:.1%}",
+                            "met": agree == 1.0})
+  info = harness.machine(torch_threads=_THREADS.value)
+  harness.write("decode", {"machine": info, "command": " ".join(["python bench/decode.py",
+                                                                  *sys.argv[1:]]),
+                           "new_tokens": _NEW.value, "prompt_len": _PROMPT.value,
+                           "dtype": "float32", "rows": rows, "targets": targets})
+  print(harness.describe(info))
+  print(f"prompt {_PROMPT.value} tokens, {_NEW.value} new tokens, float32, "
+        f"{_ROUNDS.value} interleaved rounds\n")
+  header = ("model", "method", "batch", "params (M)", "irl_lm tok/s", "PyTorch tok/s (best)",
+            "speedup (min-max)", "greedy tokens equal")
   print("| " + " | ".join(header) + " |")
   print("|" + "---|" * len(header))
   for r in rows:
-    print(f"| {r['model']} | {r['params_m']} | {r['batch']} | {r['jax_tok_s']} | "
-          f"{r['torch_tok_s']} ({r['torch_threads']}) | {r['speedup']}x | "
-          f"{r['greedy_token_agreement']:.0%} |")
-  meta = {"command": " ".join(["python bench/decode.py", *sys.argv[1:]]),
-          "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-          "jax": jax.__version__, "torch": torch.__version__,
-          "transformers": transformers.__version__,
-          "load_average": [round(x, 2) for x in os.getloadavg()], "dtype": "float32",
-          "method": "greedy"}
-  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump({"meta": meta, "results": rows}, f, indent=2)
-  print(f"wrote {_OUT.value}")
+    best = max(r["torch_tok_s"].values())
+    same = "" if r["method"] != "greedy" else f"{r['greedy_token_agreement']:.0%}"
+    print(f"| {r['model']} | {r['method']} | {r['batch']} | {r['params_m']} | "
+          f"{r['irl_lm_tok_s']:.0f} | {best:.0f} | {harness.fmt(r['speedup'])} | {same} |")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,37 @@
-"""Train-step benchmark: mle vs iqlearn vs ilql, MFU, and transformers' PyTorch T5 on the same weights.
+"""Train-step benchmark: MLE, IQLearn and ILQL against transformers' PyTorch T5, interleaved.
 
-  python bench/train_step.py [--steps=10] [--batch=16]
+  python bench/train_step.py [--rounds=5] [--calls=3] [--batch=16]
 
-One moderately sized T5 (v1.1 layout, ~32M parameters), one batch, everything
-measured side by side in one run. Writes bench/results/train_step.json and
-prints a markdown table. Needs the bench extra (torch).
+One T5 (v1.1 layout, ~30M parameters) and one batch. irl_lm's three losses,
+PyTorch's MLE step on identical weights (exported with ``save_pretrained``) and
+a float32 matmul (the peak stand-in for MFU) take turns within every round, so
+each ratio and MFU is per round under the same load; the table shows the
+median and min-max over rounds. Writes bench/results/train_step.json. Needs
+the bench extra (torch).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
-import time
+from collections.abc import Callable
 
+import harness
 import jax
 import numpy as np
+import torch  # before irl_lm imports TensorFlow: triton's extension crashes when loaded after it
+from transformers import T5ForConditionalGeneration
 
 from irl_lm.models import preset, save_pretrained
 from irl_lm.training import flops
-from irl_lm.training.builders import build_run
+from irl_lm.training.builders import Run, build_run
 from irl_lm.training.config import base_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = preset("t5-small", vocab_size=8192, num_layers=4, num_encoder_layers=4)
+LOSSES = ("mle", "iqlearn", "ilql")
 
 
 def make_batch(b: int, li: int, lt: int, vocab: int) -> dict[str, np.ndarray]:
+  """Random tokens, every target weighted, a reward on each row's last token."""
   rng = np.random.default_rng(0)
   tgt = rng.integers(2, vocab, (b, lt)).astype(np.int32)
   return {"encoder_input_tokens": rng.integers(2, vocab, (b, li)).astype(np.int32),
@@ -36,91 +41,105 @@ def make_batch(b: int, li: int, lt: int, vocab: int) -> dict[str, np.ndarray]:
           .astype(np.float32)}
 
 
-def time_jax(loss: str, batch: dict[str, np.ndarray], steps: int) -> tuple[float, object, object]:
+def jax_case(loss: str, batch: dict[str, np.ndarray]
+             ) -> tuple[Callable[[], None], tuple[object, object], Run]:
+  """One irl_lm train step per call (the state carries over), the initial params, and the run."""
   config = base_config()
   config.loss.name = loss
   config.train.steps = 1000
   config.mesh.num_devices = 1
-  config.data.batch_size = batch["decoder_target_tokens"].shape[0]
+  config.data.batch_size, config.data.targets_length = batch["decoder_target_tokens"].shape
+  config.data.inputs_length = batch["encoder_input_tokens"].shape[1]
   run = build_run(config, with_task=False, model_cfg=MODEL)
-  state = run.init_state()
-  step = run.train_step
-  batch = run.shard_batch(batch)
-  for _ in range(2):
-    state, m = step(state, batch)
-  jax.block_until_ready(m)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, batch)
-  jax.block_until_ready(m)
-  return (time.perf_counter() - t) / steps, run.model, state.params
+  box = [run.init_state()]
+  params = jax.tree.map(np.asarray, box[0].params)
+  device_batch = run.shard_batch(batch)
+
+  def call() -> None:
+    box[0], metrics = run.train_step(box[0], device_batch)
+    jax.block_until_ready(metrics)
+  return call, (run.model, params), run
 
 
-def time_torch(model, params, batch: dict[str, np.ndarray], steps: int) -> float:
-  import torch
-  import transformers
+def torch_case(model, params, batch: dict[str, np.ndarray]) -> Callable[[], None]:
+  """transformers' T5 MLE step on the same weights: AdamW and clipping, as irl_lm's."""
   with tempfile.TemporaryDirectory() as d:
     save_pretrained(model, params, d)
-    tm = transformers.T5ForConditionalGeneration.from_pretrained(d)
+    tm = T5ForConditionalGeneration.from_pretrained(d)
   tm.train()
   opt = torch.optim.AdamW(tm.parameters(), lr=1e-4)
   enc = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
   dec = torch.tensor(batch["decoder_input_tokens"], dtype=torch.long)
   labels = torch.tensor(batch["decoder_target_tokens"], dtype=torch.long)
 
-  def step():
+  def call() -> None:
     opt.zero_grad()
     out = tm(input_ids=enc, decoder_input_ids=dec, labels=labels)
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.0)
     opt.step()
-  for _ in range(2):
-    step()
-  t = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return (time.perf_counter() - t) / steps
+  return call
 
 
 def main() -> None:
   ap = argparse.ArgumentParser()
-  ap.add_argument("--steps", type=int, default=10)
+  ap.add_argument("--rounds", type=int, default=5)
+  ap.add_argument("--calls", type=int, default=3)
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--inputs", type=int, default=128)
   ap.add_argument("--targets", type=int, default=64)
   args = ap.parse_args()
   batch = make_batch(args.batch, args.inputs, args.targets, MODEL.vocab_size)
-  peak = flops.measure_peak_flops()
-  rows, params_for_torch = {}, None
-  for loss in ("mle", "iqlearn", "ilql"):
-    dt, model, params = time_jax(loss, batch, args.steps)
-    f = flops.train_flops_per_step(MODEL, args.batch, args.inputs, args.targets, loss == "ilql")
-    rows[loss] = {"step_s": dt, "tokens_per_s": args.batch * args.targets / dt,
-                  "mfu": f / dt / peak}
+  cases, step_flops = {}, {}
+  for loss in LOSSES:
+    cases[loss], init, _ = jax_case(loss, batch)
+    step_flops[loss] = flops.train_flops_per_step(MODEL, args.batch, args.inputs, args.targets,
+                                                  loss == "ilql")
     if loss == "mle":
-      params_for_torch = (model, params)  # MLE params have no value heads
-      n_params = sum(x.size for x in jax.tree.leaves(params))
-  torch_dt = time_torch(*params_for_torch, batch, args.steps)
-  result = {
-      "model": f"T5 v1.1 layout, {n_params / 1e6:.1f}M params, batch {args.batch}, "
-               f"inputs {args.inputs}, targets {args.targets}, float32, 1 CPU device",
-      "peak_flops_matmul": peak, "rows": rows,
-      "ratios": {"iqlearn/mle": rows["iqlearn"]["step_s"] / rows["mle"]["step_s"],
-                 "ilql/mle": rows["ilql"]["step_s"] / rows["mle"]["step_s"]},
-      "torch_mle_step_s": torch_dt,
-      "speed_vs_torch_mle": torch_dt / rows["mle"]["step_s"]}
-  os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-  with open(os.path.join(ROOT, "bench", "results", "train_step.json"), "w") as fh:
-    json.dump(result, fh, indent=2)
-  print(f"{result['model']}; matmul peak {peak / 1e9:.0f} GFLOP/s\n")
-  print("| step | time/step (s) | target tokens/s | MFU | vs mle |")
+      mle_init = init  # MLE params have no value heads, so transformers can load them
+  cases["torch"] = torch_case(*mle_init, batch)
+  cases["matmul"], mm_flops = harness.matmul_case()
+  times = harness.interleave(cases, rounds=args.rounds, calls=args.calls)
+
+  peak = [mm_flops / t for t in times["matmul"]]
+  mfu = {loss: harness.spread([step_flops[loss] / t / p for t, p in zip(times[loss], peak)])
+         for loss in LOSSES}
+  ratios = {"torch/mle": harness.ratio(times["torch"], times["mle"]),
+            "iqlearn/mle": harness.ratio(times["iqlearn"], times["mle"]),
+            "ilql/mle": harness.ratio(times["ilql"], times["mle"]),
+            "ilql_mfu/mle_mfu": harness.ratio(mfu["ilql"]["rounds"], mfu["mle"]["rounds"])}
+  n_params = sum(x.size for x in jax.tree.leaves(mle_init[1]))
+  info = harness.machine(peak_flops=float(np.median(peak)))
+  setting = (f"T5 v1.1 layout, {n_params / 1e6:.1f}M params, batch {args.batch}, inputs "
+             f"{args.inputs}, targets {args.targets}, float32, 1 CPU device, {args.rounds} "
+             f"rounds x {args.calls} steps")
+  targets = [
+      harness.target("train: irl_lm MLE speed vs PyTorch", ratios["torch/mle"], ">=", 1.5,
+                     harness.fmt(ratios["torch/mle"])),
+      harness.target("train: MLE MFU", mfu["mle"], ">=", 0.5, _pct(mfu["mle"])),
+      harness.target("train: IQLearn step / MLE step", ratios["iqlearn/mle"], "<=", 1.05,
+                     harness.fmt(ratios["iqlearn/mle"])),
+      harness.target("train: ILQL MFU / MLE MFU", ratios["ilql_mfu/mle_mfu"], ">=", 1.0,
+                     harness.fmt(ratios["ilql_mfu/mle_mfu"]))]
+  harness.write("train_step", {
+      "machine": info, "setting": setting, "times_s": {k: harness.spread(v) for k, v in
+                                                       times.items()},
+      "mfu": mfu, "ratios": ratios, "step_flops": step_flops, "targets": targets})
+  print(harness.describe(info))
+  print(setting + "\n")
+  print("| step | time/step (s) | target tokens/s | MFU | time vs irl_lm mle |")
   print("|---|---|---|---|---|")
-  for loss, r in rows.items():
-    print(f"| {loss} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% | "
-          f"{r['step_s'] / rows['mle']['step_s']:.2f}x |")
-  print(f"| PyTorch T5 (transformers) mle | {torch_dt:.3f} | "
-        f"{args.batch * args.targets / torch_dt:.0f} | | irl_lm is "
-        f"{result['speed_vs_torch_mle']:.2f}x as fast |")
+  tokens = args.batch * args.targets
+  for name in (*LOSSES, "torch"):
+    t = harness.spread(times[name])
+    rel = harness.ratio(times[name], times["mle"])
+    label = "PyTorch T5 (transformers), mle" if name == "torch" else name
+    print(f"| {label} | {harness.fmt(t, 's', 3)} | {tokens / t['median']:.0f} | "
+          f"{_pct(mfu[name]) if name in mfu else ''} | {harness.fmt(rel)} |")
+
+
+def _pct(s: dict) -> str:
+  return f"{100 * s['median']:.1f}% ({100 * s['min']:.1f}-{100 * s['max']:.1f})"
 
 
 if __name__ == "__main__":

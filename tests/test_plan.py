@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
+import pytest
 
-from irl_lm.planning import parse_memory, plan_decode, plan_train
+from irl_lm.planning import parse_memory, plan_decode, plan_train, planner
 from irl_lm.training.builders import build_run
 from training_utils import tiny_config
 
@@ -44,3 +46,28 @@ def test_cli_exits_nonzero_and_names_the_largest_term():
   assert "DOES NOT FIT" in proc.stdout
   assert "does not fit" in proc.stderr and "The largest term is" in proc.stderr
   assert "parameters" in proc.stdout and "activations and temporaries" in proc.stdout
+
+
+class _Refusing:
+  """A lowered step whose compile fails as a TPU compiler's does when it runs out of HBM."""
+
+  def __init__(self, message: str):
+    self.message = message
+
+  def compile(self):
+    raise jax.errors.JaxRuntimeError(self.message)
+
+
+def test_a_step_the_tpu_compiler_refuses_is_planned_as_not_fitting():
+  msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+         "temporaries (17.36G) exceeds available HBM (15.75G).\nmore detail")
+  memory, xla_flops, note = planner._compile(_Refusing(msg), arguments=3 * 2**30,
+                                             donated=2**30)
+  temp = int(17.36 * 2**30)
+  assert memory == (3 * 2**30, 2**30, temp, 2**30)
+  assert np.isnan(xla_flops) and note == msg.split("\n")[0]
+  plan = planner.Plan("train step", 16 * 2**30, 2**29, 2**29, 0, *memory, 1.0, xla_flops, note)
+  assert plan.total == 3 * 2**30 + temp and not plan.fits(0.15)
+  assert plan.table().splitlines()[-1].split(None, 1) == ["note", note]
+  with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+    planner._compile(_Refusing("INTERNAL: something else"), arguments=1, donated=0)

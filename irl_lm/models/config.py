@@ -132,6 +132,9 @@ PRESETS: dict[str, ModelConfig] = {
     "llama-tiny": ModelConfig(kind="decoder", layout="llama", vocab_size=32000, d_model=64,
                               d_ff=172, num_heads=4, num_kv_heads=2, head_dim=16,
                               num_layers=2, layer_norm_eps=1e-5, eos_id=2),
+    "llama-1b": ModelConfig(kind="decoder", layout="llama", vocab_size=32000, d_model=2048,
+                            d_ff=5632, num_heads=32, num_kv_heads=4, head_dim=64,
+                            num_layers=22, layer_norm_eps=1e-5, eos_id=2),  # TinyLlama-1.1B
     "llama-3b": ModelConfig(kind="decoder", layout="llama", vocab_size=32000, d_model=3200,
                             d_ff=8640, num_heads=32, num_kv_heads=32, head_dim=100,
                             num_layers=26, layer_norm_eps=1e-6, eos_id=2),

@@ -7,6 +7,7 @@ the model FLOPs per step, and says whether the plan fits.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import jax
@@ -37,6 +38,7 @@ class Plan:
   aliased: int
   model_flops: float
   xla_flops: float
+  note: str = ""  # e.g. the TPU compiler's refusal, when it would not compile the step
 
   @property
   def total(self) -> int:
@@ -66,6 +68,8 @@ class Plan:
                         f"{self.device_memory / GIB:.1f} GiB"),
             ("  model FLOPs per step (all devices)", f"{self.model_flops:.3e}"),
             ("  XLA FLOPs per step (per device)", f"{self.xla_flops:.3e}")]
+    if self.note:
+      rows.append(("  note", self.note))
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
 
@@ -86,6 +90,29 @@ def _memory(compiled: Any) -> tuple[int, int, int, int]:
           m.alias_size_in_bytes)
 
 
+_REFUSED = re.compile(r"RESOURCE_EXHAUSTED.*?HLO temporaries \(([\d.]+)([KMGT]?)\)", re.S)
+
+
+def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
+             ) -> tuple[tuple[int, int, int, int], float, str]:
+  """``(memory, xla_flops, note)`` of the compiled step.
+
+  A TPU compiler refuses a program whose temporaries exceed the chip's memory;
+  the plan then takes the temporaries from its message and the other terms
+  from the shardings (``arguments`` per device, of which ``donated`` come back
+  as outputs in place), so it reports "does not fit" instead of failing.
+  """
+  try:
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    m = _REFUSED.search(str(e))
+    if m is None:
+      raise
+    temp = int(float(m.group(1)) * 1024 ** "BKMGT".index(m.group(2) or "B"))
+    return (arguments, donated, temp, donated), float("nan"), str(e).split("\n")[0][:200]
+  return _memory(compiled), _xla_flops(compiled), ""
+
+
 def _xla_flops(compiled: Any) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -103,18 +130,19 @@ def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
                device_memory: int) -> Plan:
   """Compiles the run's own train step for ``devices`` and measures it."""
   run, lowered = lower_train(config, devices)
-  compiled = lowered.compile()
-  args, outs, temp, alias = _memory(compiled)
   abstract, shardings = run.state_abstract, run.shardings
   params = _shard_bytes(abstract.params, shardings.params)
   opt = _shard_bytes(abstract.opt_state, shardings.opt_state)
   everything = _shard_bytes(abstract, shardings)
+  batch = run.abstract_batch()
+  batch_bytes = _shard_bytes(batch, jax.tree.map(lambda x: x.sharding, batch))
+  (args, outs, temp, alias), xla_flops, note = _compile(lowered, everything + batch_bytes,
+                                                        everything)
   d = config.data
   model_flops = flops.train_flops_per_step(run.model_cfg, d.batch_size, d.inputs_length,
                                            d.targets_length, run.value_heads)
   return Plan(f"train step ({dict(run.mesh.shape)})", device_memory, params, opt,
-              everything - params - opt, args, outs, temp, alias, model_flops,
-              _xla_flops(compiled))
+              everything - params - opt, args, outs, temp, alias, model_flops, xla_flops, note)
 
 
 def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
@@ -147,16 +175,17 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
                                              cache)
   step = shd.jit(lambda p, c, t: apply(p, c, t)[1]["cache"], mesh, rules, donate_argnums=1,
                  out_shardings=c_shard)
-  compiled = step.lower(shd.with_shardings(abstract_params, p_shard),
-                        shd.with_shardings(cache, c_shard),
-                        jax.ShapeDtypeStruct((b, 1), jnp.int32,
-                                             sharding=run.batch_sharding())).compile()
-  args, outs, temp, alias = _memory(compiled)
+  lowered = step.lower(shd.with_shardings(abstract_params, p_shard),
+                       shd.with_shardings(cache, c_shard),
+                       jax.ShapeDtypeStruct((b, 1), jnp.int32, sharding=run.batch_sharding()))
   params = _shard_bytes(abstract_params, p_shard)
+  cache_bytes = _shard_bytes(cache, c_shard)
+  (args, outs, temp, alias), xla_flops, note = _compile(lowered, params + cache_bytes,
+                                                        cache_bytes)
   # one new token (with ILQL's heads), attention over the cache omitted
   fwd = flops.forward_flops_per_example(cfg, 0, 1, run.value_heads)
   return Plan(f"decode step (batch {b}, cache length {max_len})", device_memory, params, 0,
-              _shard_bytes(cache, c_shard), args, outs, temp, alias, b * fwd, _xla_flops(compiled))
+              cache_bytes, args, outs, temp, alias, b * fwd, xla_flops, note)
 
 
 def _cache_sharding(path: Any, x: Any, mesh: Mesh, rules: shd.Rules) -> Any:
