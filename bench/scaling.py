@@ -111,24 +111,19 @@ def steps(rounds: int) -> list[dict]:
 
 def memory() -> list[dict]:
   """Per-chip train memory on a TPU v5e-16 for each model, remat and scan setting."""
-  import importlib.util
-
   import jax
 
+  from irl_lm.cli import load_config_file
   from irl_lm.models import init_params
   from irl_lm.planning import plan_train, tpu_devices
   from irl_lm.training.builders import model_config
   devices, chip_memory, _ = tpu_devices("v5e:4x4")
   rows = []
   for config_file, size in MEMORY_MODELS:
-    spec = importlib.util.spec_from_file_location("c", os.path.join(harness.ROOT, "configs",
-                                                                     config_file))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     for remat, scan in MEMORY_VARIANTS:
       if not scan and size != UNSCANNED_MODEL:
         continue
-      c = module.get_config()
+      c = load_config_file(os.path.join(harness.ROOT, "configs", config_file))
       c.model.size, c.model.remat, c.model.scan_layers = size, remat, scan
       c.data.vocabulary_path = "/models/none"  # the planner reads no data
       print(f"planning {size} remat={remat} scan={scan}", file=sys.stderr, flush=True)

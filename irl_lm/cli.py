@@ -79,7 +79,7 @@ def known_overrides(name: str, config: Any, argv: list[str]) -> list[str]:
           if not a.startswith(prefix) or a[len(prefix):].split("=", 1)[0] in sections]
 
 
-def _load_config_file(spec: str) -> Any:
+def load_config_file(spec: str) -> Any:
   """``get_config()`` of a ``PATH[:ARG]`` config flag value."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   path, _, arg = spec.partition(":")
@@ -98,7 +98,7 @@ def _config_override_error(argv: list[str]) -> ConfigError | None:
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), None)
     if spec is not None:
       try:
-        value = _load_config_file(spec)
+        value = load_config_file(spec)
       except Exception:  # pylint: disable=broad-except  # absl's own message is shown instead
         return None
     if not hasattr(value, "items"):
@@ -136,7 +136,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
       fail(f"no such config file ({' '.join(specs) or 'command line'})")
     for spec in specs:  # a config file's own check (e.g. with_loss) names the problem itself
       try:
-        _load_config_file(spec.split("=", 1)[1])
+        load_config_file(spec.split("=", 1)[1])
       except UserError as inner:
         fail(str(inner))
       except Exception:  # pylint: disable=broad-except  # reported below
