@@ -116,8 +116,5 @@ def write(name: str, payload: dict[str, Any]) -> str:
 
 def matmul_case(n: int = 2048) -> tuple[Callable[[], Any], float]:
   """A float32 ``n x n`` matmul to interleave with the cases (the peak stand-in) and its FLOPs."""
-  import jax
-  import jax.numpy as jnp
-  a = jnp.ones((n, n), jnp.float32)
-  mm = jax.jit(lambda x: x @ x)
-  return (lambda: mm(a).block_until_ready()), 2.0 * n ** 3
+  from irl_lm.training import flops
+  return flops.matmul_call(n)

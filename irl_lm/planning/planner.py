@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
 from irl_lm.models import param_shardings, trunk_params
-from irl_lm.planning.devices import GIB
+from irl_lm.planning.devices import GIB, parse_memory
 from irl_lm.training import flops
 from irl_lm.training.builders import Run, build_run
 
@@ -90,7 +90,7 @@ def _memory(compiled: Any) -> tuple[int, int, int, int]:
           m.alias_size_in_bytes)
 
 
-_REFUSED = re.compile(r"RESOURCE_EXHAUSTED.*?HLO temporaries \(([\d.]+)([KMGT]?)\)", re.S)
+_REFUSED = re.compile(r"RESOURCE_EXHAUSTED.*?HLO temporaries \(([\d.]+[KMGT]?)\)", re.S)
 
 
 def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
@@ -108,7 +108,7 @@ def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
     m = _REFUSED.search(str(e))
     if m is None:
       raise
-    temp = int(float(m.group(1)) * 1024 ** "BKMGT".index(m.group(2) or "B"))
+    temp = parse_memory(m.group(1))
     return (arguments, donated, temp, donated), float("nan"), str(e).split("\n")[0][:200]
   return _memory(compiled), _xla_flops(compiled), ""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -65,14 +66,20 @@ def train_flops_per_step(cfg: ModelConfig, batch_size: int, inputs_length: int,
   return batch_size * (3.0 * fwd + extra)
 
 
-def measure_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of a large float32 matmul on the first device (a stand-in for peak)."""
+def matmul_call(n: int = 2048) -> tuple[Callable[[], None], float]:
+  """A blocking call of a float32 ``n x n`` matmul on the first device, and its FLOPs."""
   a = jnp.ones((n, n), jnp.float32)
   mm = jax.jit(lambda x: x @ x)
-  mm(a).block_until_ready()
+  return (lambda: mm(a).block_until_ready()), 2.0 * n ** 3
+
+
+def measure_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of a large float32 matmul on the first device (a stand-in for peak)."""
+  call, work = matmul_call(n)
+  call()
   best = float("inf")
   for _ in range(repeats):
     t = time.perf_counter()
-    mm(a).block_until_ready()
+    call()
     best = min(best, time.perf_counter() - t)
-  return 2.0 * n ** 3 / best
+  return work / best
