@@ -18,7 +18,7 @@ T5_PREFIX = {"xsum": "summarize: ", "gsm8k": "question: ", "tldr": "summarize: "
              "wmt19_de_en": "translate German to English: "}
 DECODER_SUFFIX = {"xsum": "\nSummary:", "gsm8k": "\nAnswer:", "tldr": "\nTL;DR:",
                   "wmt19_de_en": "\nEnglish:"}
-EVAL_SPLIT = {"xsum": "validation", "gsm8k": "test", "tldr": "validation",
+EVAL_SPLIT = {"xsum": "validation", "gsm8k": "validation", "tldr": "validation",
               "wmt19_de_en": "validation"}
 
 

@@ -91,6 +91,21 @@ def test_multisteps_applies_one_update_per_k_steps():
   assert not np.allclose(np.asarray(s2.params["shared"]["embedding"]), p0["shared"]["embedding"])
 
 
+def test_lam_warmup_counts_optimizer_updates_not_micro_steps():
+  c = tiny_config("iqlearn")
+  c.loss.iqlearn.lam = 0.4
+  c.loss.iqlearn.lam_warmup_steps = 4
+  c.optimizer.grad_accum_steps = 2
+  c.optimizer.grad_accum_mode = "multisteps"
+  state, step, it = setup(c)
+  lams = []
+  for _ in range(6):
+    state, metrics = step(state, next(it))
+    lams.append(float(metrics["lam"]))
+  # Micro-steps 1..6 have applied 0, 0, 1, 1, 2, 2 updates before they run.
+  np.testing.assert_allclose(lams, [0.0, 0.0, 0.1, 0.1, 0.2, 0.2], rtol=1e-6)
+
+
 def test_run_stops_after_consecutive_nonfinite_steps(tmp_path, monkeypatch):
   real = data.BatchIterator.__next__
   calls = {"n": 0}

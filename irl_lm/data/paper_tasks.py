@@ -10,7 +10,9 @@
 The prompt format depends on the vocabulary family: T5 SentencePiece models get
 T5-style prefixes ("summarize: ..."); byte-level BPE (GPT-2/Llama) decoders get a
 plain prompt that the response continues ("...\\nTL;DR:" and a leading space).
-TL;DR has only a train split in TFDS; its last 2% is held out as validation/test.
+TL;DR has only a train split in TFDS; its last 2% is held out as validation/test. GSM8k
+has train and test only; the last 5% of its train split is held out as validation, so a run
+selects checkpoints on validation and reports on test.
 """
 import functools
 import re
@@ -43,7 +45,7 @@ PAPER_TASKS = {
         ("summarize: {document}", "{summary}"), ("{document}\nSummary:", " {summary}"),
         (metrics.rouge,)),
     "gsm8k": PaperTask(
-        "gsm8k:1.0.0", ("train", "test"),
+        "gsm8k:1.0.0", {"train": "train[:95%]", "validation": "train[95%:]", "test": "test"},
         ("question: {question}", "{answer}"), ("Question: {question}\nAnswer:", " {answer}"),
         (metrics.final_number_accuracy,)),
     "tldr": PaperTask(

@@ -25,15 +25,17 @@ def uses_value_heads(config: ml_collections.ConfigDict) -> bool:
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: bool = True
                  ) -> Callable[[Any, Any, Batch, jax.Array, jax.Array], tuple[jax.Array, Metrics]]:
-  """``(params, target_q, batch, rng, step) -> (loss, metrics)`` for ``config.loss.name``.
+  """``(params, target_q, batch, rng, updates) -> (loss, metrics)`` for ``config.loss.name``.
 
+  ``updates`` counts the optimizer updates applied so far (with MultiSteps
+  accumulation, one per ``grad_accum_steps`` steps): the lam warm-up runs on it.
   Dropout is active only with ``train`` and a non-zero ``model.dropout_rate``.
   """
   name = config.loss.name
   iq, il = config.loss.iqlearn, config.loss.ilql
   deterministic = not train or config.model.dropout_rate == 0.0
 
-  def loss_fn(params, target_q, batch, rng, step):
+  def loss_fn(params, target_q, batch, rng, updates):
     out = model.apply({"params": trunk_params(params)}, batch, deterministic=deterministic,
                       rngs={"dropout": rng})
     targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
@@ -41,7 +43,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: boo
     if name == "mle":
       return losses.mle_loss(out.logits, targets, weights, segment_ids=seg)
     if name == "iqlearn":
-      lam = losses.lam_schedule(step, lam=iq.lam, warmup_steps=iq.lam_warmup_steps)
+      lam = losses.lam_schedule(updates, lam=iq.lam, warmup_steps=iq.lam_warmup_steps)
       loss, metrics = losses.iqlearn_loss(out.logits, targets, weights, lam=lam, gamma=iq.gamma,
                                           stop_grad_next=iq.stop_grad_next, segment_ids=seg)
       return loss, {**metrics, "lam": lam}
@@ -63,15 +65,16 @@ def _grads(loss_fn, state: TrainState, batch: Batch, rng: jax.Array, accum: int)
   weighted by their action-token counts, so the result equals the full-batch
   masked mean (every loss term is a mean over the same action positions).
   """
+  updates = _update_count(state.opt_state)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if accum == 1:
-    (loss, metrics), grads = grad_fn(state.params, state.target_q, batch, rng, state.step)
+    (loss, metrics), grads = grad_fn(state.params, state.target_q, batch, rng, updates)
     return loss, metrics, grads
   micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
 
   def one(mb, i):
     (loss, metrics), grads = grad_fn(state.params, state.target_q, mb,
-                                     jax.random.fold_in(rng, i), state.step)
+                                     jax.random.fold_in(rng, i), updates)
     n = jnp.sum(mb["decoder_loss_weights"] > 0).astype(jnp.float32)
     return jax.tree.map(lambda x: x * n, (loss, metrics, grads)), n
 
@@ -145,7 +148,8 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict
   loss_fn = make_loss_fn(model, config, train=False)
 
   def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    loss, metrics = loss_fn(state.params, state.target_q, batch, state.rng, state.step)
+    loss, metrics = loss_fn(state.params, state.target_q, batch, state.rng,
+                            _update_count(state.opt_state))
     n = jnp.sum(batch["decoder_loss_weights"] > 0).astype(jnp.float32)
     out = {f"{k}_sum": v * n for k, v in metrics.items() if jnp.ndim(v) == 0}
     out.update(loss_sum=loss * n, weight_sum=n)
