@@ -69,7 +69,8 @@ def step_worker(rounds: int, out: str) -> None:
 
 
 def random_batch(run, rng) -> dict:
-  """A batch of the run's shapes: random tokens, one segment per row, every target weighted."""
+  """A batch of the run's shapes: random tokens, one finished segment per row, every target
+  weighted."""
   import numpy as np
   out = {}
   for k, s in run.abstract_batch().items():
@@ -78,6 +79,8 @@ def random_batch(run, rng) -> dict:
       out[k] = np.where(np.arange(n) == n - 1, 1.0, 0.0)[None].repeat(b, 0).astype(np.float32)
     elif k in ("decoder_loss_weights", "decoder_segment_ids"):
       out[k] = np.ones((b, n), np.int32)
+    elif k == "decoder_truncated":
+      out[k] = np.zeros((b, n), np.int32)
     elif k == "decoder_positions":
       out[k] = np.arange(n, dtype=np.int32)[None].repeat(b, 0)
     else:

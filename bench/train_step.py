@@ -31,14 +31,14 @@ LOSSES = ("mle", "iqlearn", "ilql")
 
 
 def make_batch(b: int, li: int, lt: int, vocab: int) -> dict[str, np.ndarray]:
-  """Random tokens, every target weighted, a reward on each row's last token."""
+  """Random tokens, every target weighted, a reward on each row's last token (which ends it)."""
   rng = np.random.default_rng(0)
   tgt = rng.integers(2, vocab, (b, lt)).astype(np.int32)
   return {"encoder_input_tokens": rng.integers(2, vocab, (b, li)).astype(np.int32),
           "decoder_input_tokens": np.concatenate([np.zeros((b, 1), np.int32), tgt[:, :-1]], 1),
           "decoder_target_tokens": tgt, "decoder_loss_weights": np.ones((b, lt), np.int32),
           "decoder_rewards": np.where(np.arange(lt) == lt - 1, 1.0, 0.0)[None].repeat(b, 0)
-          .astype(np.float32)}
+          .astype(np.float32), "decoder_truncated": np.zeros((b, lt), np.int32)}
 
 
 def jax_case(loss: str, batch: dict[str, np.ndarray]

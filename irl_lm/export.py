@@ -3,7 +3,8 @@
   python -m irl_lm.export --workdir=RUN --output=HF_DIR [--step=N]
 
 transformers' PyTorch ``from_pretrained(HF_DIR)`` then loads it; ILQL value
-heads go to ``HF_DIR/value_heads.safetensors``.
+heads go to ``HF_DIR/value_heads.safetensors`` and a separate value trunk
+(``loss.ilql.separate_value_trunk``) to ``HF_DIR/value_trunk.safetensors``.
 """
 import os
 

@@ -36,6 +36,7 @@ from irl_lm.decoding import default_config, generate, generate_kwargs
 from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch
 from irl_lm.errors import ConfigError, InputError, MissingError
 from irl_lm.models import ModelConfig, from_pretrained
+from irl_lm.models.hf_io import VALUE_TRUNK_FILE
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face checkpoint directory.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
@@ -59,7 +60,11 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
 def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str | None,
          value_heads: bool, mesh: jax.sharding.Mesh | None
          ) -> tuple[Any, Any, Any | None, seqio.Vocabulary]:
-  """(model, params, target Q heads or None, vocabulary) from a HF dir or a run."""
+  """(model, params, target Q heads or None, vocabulary) from a HF dir or a run.
+
+  With ``value_heads`` a HF dir's ``value_trunk.safetensors`` (an exported
+  separate value trunk), if any, is loaded too.
+  """
   if (hf_dir is None) == (workdir is None):
     raise ConfigError("give exactly one of --hf_dir and --workdir", "command line")
   if workdir is not None:
@@ -69,7 +74,9 @@ def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str |
   path = vocab or os.path.join(hf_dir, "tokenizer.json")
   if not os.path.exists(path):
     raise MissingError("no tokenizer (pass --vocab)", path)
-  model, params = from_pretrained(hf_dir, value_heads=value_heads, mesh=mesh)
+  value_trunk = value_heads and os.path.exists(os.path.join(hf_dir, VALUE_TRUNK_FILE))
+  model, params = from_pretrained(hf_dir, value_heads=value_heads, value_trunk=value_trunk,
+                                  mesh=mesh)
   return model, params, None, load_vocabulary(path)
 
 

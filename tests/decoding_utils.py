@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from irl_lm.models import (HEADS, apply_heads, apply_q_heads, build_model, init_params, preset,
-                           trunk_params)
+from irl_lm.models import (HEADS, VALUE_TRUNK, apply_heads, apply_q_heads, build_model,
+                           init_params, preset, trunk_params)
 from irl_lm.models.hf_io import _stack_layers
 
 EOS = 5
@@ -49,7 +49,8 @@ def as_batch(cfg, tokens: np.ndarray) -> dict[str, np.ndarray]:
 
 class Outputs(dict):
   """Full-forward outputs: ``logits`` and, with value heads, ``q1``, ``q2``, ``v``
-  (and ``target_q1``, ``target_q2`` from given target heads), as attributes."""
+  (and ``target_q1``, ``target_q2`` from given target heads), as attributes. The
+  heads read a separate value trunk's hidden states when ``params`` has one."""
   __getattr__ = dict.__getitem__
 
 
@@ -57,10 +58,13 @@ class Outputs(dict):
 def _forward(model, params, batch, tq):
   out = model.apply({"params": trunk_params(params)}, batch)
   res = {"logits": out.logits}
+  hidden = out.hidden
+  if VALUE_TRUNK in params:
+    hidden = model.apply({"params": params[VALUE_TRUNK]}, batch).hidden
   if HEADS in params:
-    res["q1"], res["q2"], res["v"] = apply_heads(model.cfg, params, out.hidden)
+    res["q1"], res["q2"], res["v"] = apply_heads(model.cfg, params, hidden)
     if tq is not None:
-      res["target_q1"], res["target_q2"] = apply_q_heads(model.cfg, tq, out.hidden)
+      res["target_q1"], res["target_q2"] = apply_q_heads(model.cfg, tq, hidden)
   return res
 
 

@@ -284,7 +284,7 @@ CASES = [
     Case("init-from-small-vocab", "main",
          lambda d: _tiny(f"--config.model.init_from={_hf_dir(lambda _: None)(d)}")(d),
          r"model vocabulary smaller than the task's \(config.model.init_from=.*\): expected "
-         r"vocab_size >= 230 vs found 96"),
+         r"vocab_size >= 237 vs found 96"),
     Case("init-from-config-json", "main",
          lambda d: _tiny(f"--config.model.init_from={_hf_dir(_bad_config_json)(d)}")(d),
          r"line 2 column 16 \(.*config.json\)"),

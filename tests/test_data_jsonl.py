@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from irl_lm.data import BatchIterator, JsonlFormatError, make_vocabulary, register_jsonl_reward_task
+from irl_lm.losses import next_state
 
 VOCAB = make_vocabulary("embedded")
 SINGLE = {"prompt": "what color is each : sky ?", "response": "sky is blue .", "reward": 0.5}
@@ -54,7 +55,8 @@ def padded(values, length, dtype=np.int32):
 def test_encdec_layout_exact(task):
   b = batch(task, "encdec", {"inputs": 10, "targets": 14})
   assert sorted(b) == ["decoder_input_tokens", "decoder_loss_weights", "decoder_rewards",
-                       "decoder_target_tokens", "encoder_input_tokens"]
+                       "decoder_target_tokens", "decoder_truncated", "encoder_input_tokens"]
+  np.testing.assert_array_equal(b["decoder_truncated"], 0)
   for row, (targets, weights, rewards) in enumerate([
       (SINGLE_TARGETS, SINGLE_WEIGHTS, SINGLE_REWARDS),
       (MULTI_TARGETS, MULTI_WEIGHTS, MULTI_REWARDS)]):
@@ -80,6 +82,7 @@ def test_decoder_layout_exact(task):
                                   padded([0] * n + rewards, 24, np.float32))
     np.testing.assert_array_equal(b["decoder_segment_ids"][row], padded([1] * len(full), 24))
     np.testing.assert_array_equal(b["decoder_positions"][row], padded(range(len(full)), 24))
+  np.testing.assert_array_equal(b["decoder_truncated"], 0)
 
 
 def test_packed_encdec_keeps_rewards_per_segment(task):
@@ -108,17 +111,83 @@ def test_packed_decoder_splits_rows_when_full(task):
                                 padded([0] * 8 + MULTI_REWARDS, 22, np.float32))
 
 
-def test_truncation_keeps_eos_and_moves_cut_rewards(task):
+def test_cut_row_is_an_unfinished_episode_ending_in_a_slot(task):
   b = batch(task, "encdec", {"inputs": 10, "targets": 8})
-  # Keep 7 tokens + EOS; the EOS replaces an action token, so the cut reward (1.0) lands on it.
-  np.testing.assert_array_equal(b["decoder_target_tokens"][1], MULTI_TARGETS[:7] + [EOS])
-  np.testing.assert_array_equal(b["decoder_loss_weights"][1], [1, 1, 1, 1, 0, 0, 0, 1])
-  np.testing.assert_array_equal(b["decoder_rewards"][1], [0, 0, 0, 0.75, 0, 0, 0, 1.0])
+  # 8 of 12 tokens kept, no EOS; position 7 (an action) becomes the weight-0 next-state slot,
+  # and the rewards from it on (1.0) are dropped: the bootstrap from position 7 stands for them.
+  np.testing.assert_array_equal(b["decoder_target_tokens"][1], MULTI_TARGETS[:8])
+  np.testing.assert_array_equal(b["decoder_loss_weights"][1], [1, 1, 1, 1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(b["decoder_rewards"][1], [0, 0, 0, 0.75, 0, 0, 0, 0])
+  np.testing.assert_array_equal(b["decoder_truncated"], [[0] * 5 + [0] * 3, [1] * 8])
+  index, done = next_state(b["decoder_loss_weights"], truncated=b["decoder_truncated"])
+  assert (int(index[1, 3]), float(done[1, 3])) == (4, 0.0)  # bootstraps from V(position 4)
+  assert (int(index[0, 4]), float(done[0, 4])) == (4, 1.0)  # the finished row ends
   b = batch(task, "encdec", {"inputs": 5, "targets": 6})
-  # Now the EOS replaces an environment token: the cut reward goes to the last action token.
+  # Cut inside the environment turn: the inputs keep their EOS, the targets do not.
+  np.testing.assert_array_equal(b["decoder_target_tokens"][1], MULTI_TARGETS[:6])
   np.testing.assert_array_equal(b["decoder_loss_weights"][1], [1, 1, 1, 1, 0, 0])
-  np.testing.assert_array_equal(b["decoder_rewards"][1], [0, 0, 0, 1.75, 0, 0])
+  np.testing.assert_array_equal(b["decoder_rewards"][1], [0, 0, 0, 0.75, 0, 0])
+  np.testing.assert_array_equal(b["decoder_truncated"][1], [1] * 6)
   np.testing.assert_array_equal(b["encoder_input_tokens"][1], PROMPT[:4] + [EOS])
+
+
+UNFINISHED_SINGLE = dict(SINGLE, done=False)
+UNFINISHED_MULTI = dict(MULTI, done=False)
+# No EOS; one weight-0 slot (token 0, reward 0) after the text: the state after the last action.
+OPEN_SINGLE_TARGETS = ids("sky is blue .") + [0]
+OPEN_SINGLE_WEIGHTS = [1, 1, 1, 1, 0]
+OPEN_SINGLE_REWARDS = [0, 0, 0, 0.5, 0]
+OPEN_MULTI_TARGETS = MULTI_TARGETS[:-1] + [0]
+OPEN_MULTI_WEIGHTS = MULTI_WEIGHTS[:-1] + [0]
+OPEN_MULTI_REWARDS = [0, 0, 0, 0.75, 0, 0, 0, 0, 0, 0, 1.0, 0]
+
+
+@pytest.fixture
+def unfinished(tmp_path):
+  path = write_jsonl(tmp_path / "open.jsonl", [UNFINISHED_SINGLE, UNFINISHED_MULTI,
+                                               dict(SINGLE, done=True)])
+  return register_jsonl_reward_task("test_jsonl_unfinished", {"train": path}, VOCAB)
+
+
+def test_done_false_rows_end_in_a_slot_without_eos(unfinished):
+  b = batch(unfinished, "encdec", {"inputs": 10, "targets": 14}, rows=3)
+  for row, (targets, weights, rewards, truncated) in enumerate([
+      (OPEN_SINGLE_TARGETS, OPEN_SINGLE_WEIGHTS, OPEN_SINGLE_REWARDS, 1),
+      (OPEN_MULTI_TARGETS, OPEN_MULTI_WEIGHTS, OPEN_MULTI_REWARDS, 1),
+      (SINGLE_TARGETS, SINGLE_WEIGHTS, SINGLE_REWARDS, 0)]):
+    np.testing.assert_array_equal(b["decoder_target_tokens"][row], padded(targets, 14))
+    np.testing.assert_array_equal(b["decoder_loss_weights"][row], padded(weights, 14))
+    np.testing.assert_array_equal(b["decoder_rewards"][row], padded(rewards, 14, np.float32))
+    np.testing.assert_array_equal(b["decoder_truncated"][row],
+                                  padded([truncated] * len(targets), 14))
+  b = batch(unfinished, "decoder", {"inputs": 10, "targets": 14}, rows=3)
+  n = len(PROMPT)
+  np.testing.assert_array_equal(b["decoder_target_tokens"][0],
+                                padded(PROMPT + OPEN_SINGLE_TARGETS, 24))
+  np.testing.assert_array_equal(b["decoder_truncated"][0], padded([0] * n + [1] * 5, 24))
+  np.testing.assert_array_equal(b["decoder_truncated"][2], 0)
+
+
+@pytest.mark.parametrize("model_kind", ["encdec", "decoder"])
+def test_packing_keeps_an_unfinished_episode_in_its_segment(unfinished, model_kind):
+  # Row 0 packs the unfinished single-turn row (segment 1) and the unfinished multi-turn row
+  # (segment 2); each last action bootstraps from its own slot, never from the next segment.
+  b = batch(unfinished, model_kind, {"inputs": 20, "targets": 20}, pack=True, rows=2)
+  offset = 0 if model_kind == "encdec" else len(PROMPT)
+  first, second = offset + 3, 2 * offset + 5 + 10  # the two last actions
+  np.testing.assert_array_equal(
+      b["decoder_segment_ids"][0][:2 * offset + 17],
+      [1] * (offset + 5) + [2] * (offset + 12))
+  np.testing.assert_array_equal(b["decoder_truncated"][0][:2 * offset + 17],
+                                [0] * offset + [1] * 5 + [0] * offset + [1] * 12)
+  index, done = next_state(b["decoder_loss_weights"], b["decoder_segment_ids"],
+                           b["decoder_truncated"])
+  assert (int(index[0, first]), float(done[0, first])) == (first + 1, 0.0)
+  assert (int(index[0, second]), float(done[0, second])) == (second + 1, 0.0)
+  assert b["decoder_loss_weights"][0][first + 1] == b["decoder_loss_weights"][0][second + 1] == 0
+  # The finished row (row 1) stays terminal.
+  last = offset + 4
+  assert (int(index[1, last]), float(done[1, last])) == (last, 1.0)
 
 
 BAD_LINES = [
@@ -138,6 +207,10 @@ BAD_LINES = [
      "field turns[0].'reward' must be a number"),
     ('{"turns": [{"text": "a", "is_action": false, "reward": 1}, {"text": "b", "is_action": true}]}',
      "before the first action"),
+    ('{"prompt": "a", "response": "b", "reward": 1, "done": "no"}',
+     "field 'done' must be true or false, got 'no'"),
+    ('{"turns": [{"text": "a", "is_action": true}], "done": 0}',
+     "field 'done' must be true or false, got 0"),
 ]
 
 

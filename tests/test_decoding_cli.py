@@ -61,3 +61,19 @@ def test_run_matches_library_greedy(tmp_path):
                       int(res.lengths[i, 0]))
     assert row["samples"] == [want]
     np.testing.assert_allclose(row["scores"], np.asarray(res.scores[i]), rtol=1e-5)
+
+
+def test_run_with_behaviour_top_k_one_samples_the_greedy_text(tmp_path):
+  prompts = write_prompts(tmp_path)
+  config = ml_collections.ConfigDict({"decoding": default_config()})
+  config.decoding.max_new_tokens = 6
+  cli.run(config, input_path=prompts, output_path=str(tmp_path / "greedy.jsonl"),
+          hf_dir=HF_DIR, vocab=VOCAB, batch_size=4)
+  config.decoding.update(method="sample", num_samples=2, ilql_beta=8.0, behaviour_top_k=1,
+                         use_target_heads=False)  # random value heads (none in the dir)
+  cli.run(config, input_path=prompts, output_path=str(tmp_path / "filtered.jsonl"),
+          hf_dir=HF_DIR, vocab=VOCAB, batch_size=4)
+  read = lambda f: [json.loads(line) for line in (tmp_path / f).read_text().splitlines()]
+  for greedy, filtered in zip(read("greedy.jsonl"), read("filtered.jsonl"), strict=True):
+    assert filtered["samples"] == greedy["samples"] * 2
+    assert filtered["scores"] == [0.0, 0.0]

@@ -38,6 +38,28 @@ def test_ilql_scores_follow_trlx_rule():
   np.testing.assert_array_equal(token_scores(logits, 0.5, plain), logits)
 
 
+def test_behaviour_filters_restrict_the_support_before_the_perturbation():
+  # Behaviour probabilities 0.1, 0.5, 0.05, 0.3, 0.05; the advantage favours the tokens
+  # the behaviour policy ranks lowest, so trlx's rule alone would pick token 2.
+  logits = jnp.asarray(PROBS + 1.5)
+  q = jnp.asarray([[0.0, 0.0, 9.0, 1.0, 8.0]])
+  values, beta = (q, q + 1.0, jnp.asarray([0.5])), 2.0
+  perturbed = np.asarray(PROBS + beta * (np.asarray(q) - 0.5))
+  assert int(np.argmax(perturbed)) == 2
+  for kw, keep, best in ((dict(behaviour_top_p=0.75), [False, True, False, True, False], 3),
+                         (dict(behaviour_top_p=0.85), [True, True, False, True, False], 3),
+                         (dict(behaviour_top_k=1), [False, True, False, False, False], 1),
+                         (dict(behaviour_top_k=3, behaviour_top_p=0.75),
+                          [False, True, False, True, False], 3)):
+    s = Settings(method="greedy", max_new_tokens=1, eos_id=1, ilql=True, **kw)
+    got = token_scores(logits, beta, s, values)
+    assert kept(got) == keep, kw
+    np.testing.assert_allclose(np.asarray(got)[0, keep], perturbed[0, keep], rtol=1e-6)
+    assert choose(got, s)[0].tolist() == [best]
+  s = Settings(method="greedy", max_new_tokens=1, eos_id=1, behaviour_top_p=0.75)
+  assert kept(token_scores(logits, beta, s)) == [False, True, False, True, False]  # no ILQL
+
+
 def test_ilql_values_take_target_or_online_q_heads():
   from irl_lm.decoding.sampling import ilql_values
   from irl_lm.models import apply_heads, apply_q_heads, init_params, preset, q_heads
@@ -76,5 +98,7 @@ def test_config_maps_to_generate_arguments():
   assert kw["method"] == "sample" and kw["eos_id"] == 7 and kw["max_new_tokens"] == 64
   assert (jax.random.key_data(kw.pop("rng")) == jax.random.key_data(jax.random.key(3))).all()
   assert set(kw) == {"method", "max_new_tokens", "temperature", "top_k", "top_p", "num_beams",
-                     "num_samples", "ilql_beta", "use_target_heads", "eos_id"}
+                     "num_samples", "ilql_beta", "behaviour_top_k", "behaviour_top_p",
+                     "use_target_heads", "eos_id"}
+  assert (kw["behaviour_top_k"], kw["behaviour_top_p"]) == (0, 1.0)  # off: trlx's rule
   assert default_config().eos_id is None

@@ -25,3 +25,17 @@ def test_sharded_equals_single_device(name, scan, mesh_shape, method):
   np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
   np.testing.assert_array_equal(np.asarray(got.lengths), np.asarray(want.lengths))
   np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), rtol=1e-5)
+
+
+def test_sharded_guided_beam_with_a_value_trunk_and_behaviour_filter_equals_single_device():
+  from irl_lm.models import VALUE_TRUNK, trunk_params
+  model, params = tiny("llama-tiny", scan_layers=True, value_heads=True)
+  noisy = lambda x: x + 0.5 * jax.random.normal(jax.random.key(11), x.shape)
+  params = {**params, VALUE_TRUNK: jax.tree.map(noisy, trunk_params(params))}
+  batch = as_batch(model.cfg, prompts(model.cfg, [5, 2, 3, 4, 1, 5], seed=6))
+  kw = dict(max_new_tokens=6, method="beam", num_beams=3, ilql_beta=2.0,
+            use_target_heads=False, behaviour_top_p=0.9)
+  want = generate(model, params, batch, **kw)
+  got = generate(model, params, batch, mesh=shd.make_mesh((1, 2, 4)), **kw)
+  np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
+  np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), rtol=1e-5)

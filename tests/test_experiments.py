@@ -1,36 +1,47 @@
-"""The experiments' --quick mode produces every artefact, well-formed."""
+"""The offline-RL suite's --quick mode trains every policy and writes every table, plot and
+verdict; a rerun reuses every finished run. (The imitation benchmark's quick run is in
+test_experiments_imitation.py.)"""
 import json
-import math
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_quick_suite_writes_every_artefact(tmp_path):
-  out = tmp_path / "results"
-  proc = subprocess.run([sys.executable, "-m", "irl_lm.experiments.run", "--quick",
-                         f"--outdir={out}", f"--workroot={tmp_path / 'runs'}"],
-                        capture_output=True, text=True, cwd=ROOT, timeout=1200)
+  out, runs = tmp_path / "results", tmp_path / "runs"
+  cmd = [sys.executable, "-m", "irl_lm.experiments.run", "--suite=offline_rl", "--quick",
+         f"--outdir={out}", f"--workroot={runs}", "--workers=1"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  for name in ("iqlearn_vs_mle", "ilql_vs_bc", "implied_reward"):
-    md = (out / f"{name}.md").read_text()
-    assert md.startswith("| ") and md.count("\n") >= 3, md
-    rows = json.loads((out / f"{name}.json").read_text())["rows"]
-    assert rows
-  iq = json.loads((out / "iqlearn_vs_mle.json").read_text())["rows"]
-  assert {r["method"] for r in iq} == {"MLE (lam=0)", "IQLearn lam=0.5"}
-  for r in iq:
-    assert 0 <= r["greedy_metric"] <= 100 and 0 <= r["self_bleu_t1.0"] <= 100
-  il = json.loads((out / "ilql_vs_bc.json").read_text())["rows"]
-  assert {r["method"] for r in il} == {"ILQL", "BC (MLE)"}
-  ilql = next(r for r in il if r["method"] == "ILQL")
-  assert all(0 <= ilql[f"reward_beta{b}"] <= 1 for b in ("0", "1", "4", "16"))
-  corr = json.loads((out / "implied_reward.json").read_text())["rows"]
-  assert all(r["n"] > 0 and (math.isnan(r["pearson"]) or -1 <= r["pearson"] <= 1) for r in corr)
-  for png in ("iqlearn_tradeoff.png", "ilql_reward.png", "implied_reward.png"):
-    data = (out / png).read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-  settings = json.loads((out / "settings.json").read_text())
-  assert settings["quick"] and settings["runtime_seconds"] > 0
+  assert "Traceback" not in proc.stdout + proc.stderr
+
+  offline = json.loads((out / "offline_rl.json").read_text())
+  rows = offline["rows"]
+  assert {(r["task"], r["method"]) for r in rows} == {
+      (t, m) for t in ("embedded_ilql_delayed", "embedded_twenty_questions")
+      for m in ("bc", "pct_bc", "ilql")}
+  assert all(r["ok"] and r["loss_curve"] for r in rows)
+  ilql = next(r for r in rows if r["method"] == "ilql" and r["task"] == "embedded_ilql_delayed")
+  assert set(ilql["returns"]["test"]) == {"beta0", "beta4"}
+  assert all(0 <= v["mean"] <= 1 for v in ilql["returns"]["test"].values())
+  dialogue = next(r for r in rows if r["task"] == "embedded_twenty_questions")
+  assert all(-6 <= v["mean"] <= 0 for v in dialogue["returns"]["validation"].values())
+  md = (out / "offline_rl.md").read_text()
+  assert md.count("**holds") + md.count("**does not hold") == 6  # 3 claims x 2 tasks
+
+  pngs = [f"offline_rl_{t}_{k}.png" for t in ("embedded_ilql_delayed",
+                                                "embedded_twenty_questions")
+           for k in ("returns", "beta", "bc_curves")]
+  for name in pngs:
+    data = (out / name).read_bytes()
+    assert data[:8] == PNG and len(data) > 5000, name
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["quick"] and summary["seconds"] > 0 and "cores" in summary["machine"]
+  assert set(summary["offline_rl"]) == {"embedded_ilql_delayed", "embedded_twenty_questions"}
+
+  again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert again.returncode == 0, again.stderr[-4000:]
+  assert "[1/" not in again.stdout  # every run was cached: nothing trains twice

@@ -32,6 +32,37 @@ def test_next_state_action_at_array_end_and_rows_are_independent():
   np.testing.assert_array_equal(done, [[0, 0, 0, 1], [1, 1, 1, 1]])
 
 
+def test_truncated_last_action_bootstraps_from_the_next_position():
+  weights = jnp.array([[0, 1, 1, 0, 0, 1, 1, 0]])
+  index, done = next_state(weights, truncated=jnp.ones_like(weights))
+  np.testing.assert_array_equal(index, [[1, 2, 5, 5, 5, 6, 7, 7]])
+  np.testing.assert_array_equal(done, [[0, 0, 0, 0, 0, 0, 0, 1]])
+
+
+def test_truncation_is_per_segment_and_never_crosses_into_another():
+  weights = jnp.array([[0, 1, 0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 1, 1, 0, 0]])
+  segments = jnp.array([[1, 1, 1, 2, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2, 0, 0]])
+  truncated = jnp.array([[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0]])
+  index, done = next_state(weights, segments, truncated)
+  # Row 0: segment 1 bootstraps into its slot (position 2); segment 2 ended.
+  np.testing.assert_array_equal(index, [[1, 2, 2, 4, 4, 5, 6, 7], [1, 2, 2, 4, 5, 5, 6, 7]])
+  np.testing.assert_array_equal(done, [[0, 0, 1, 0, 1, 1, 1, 1], [0, 0, 1, 0, 0, 1, 1, 1]])
+  # Row 1: both last actions (2 and 5) have no slot in their segment, so they stay terminal.
+
+
+def test_truncated_action_at_array_end_stays_terminal_and_zeros_change_nothing():
+  weights = jnp.array([[1, 0, 1, 1], [0, 1, 1, 0]])
+  index, done = next_state(weights, truncated=jnp.array([[1, 1, 1, 1], [0, 0, 0, 0]]))
+  np.testing.assert_array_equal(index, [[2, 2, 3, 3], [1, 2, 2, 3]])
+  np.testing.assert_array_equal(done, [[0, 0, 0, 1], [0, 0, 1, 1]])
+  segments = jnp.array([[1, 1, 2, 2], [1, 1, 1, 0]])
+  for seg in (None, segments):
+    plain = next_state(weights, seg)
+    zeros = next_state(weights, seg, jnp.zeros_like(weights))
+    for a, b in zip(plain, zeros):
+      np.testing.assert_array_equal(a, b)
+
+
 def test_next_value_is_exactly_zero_when_done():
   values = jnp.array([[1.0, 2.0, jnp.inf, jnp.nan]])
   index = jnp.array([[1, 3, 2, 3]])

@@ -168,3 +168,40 @@ def test_bfloat16_inputs_give_float32_result():
   assert all(v.dtype == jnp.float32 for v in m_low.values())
   np.testing.assert_allclose(loss_low, ilql_loss(*up, **HP, awac_beta=0.5)[0], rtol=1e-6)
   np.testing.assert_allclose(loss_low, ilql_loss(*args, **HP, awac_beta=0.5)[0], rtol=4e-3)
+
+
+# Two copies of one episode: prompt, action (target 1, reward 1), then a weight-0 slot whose
+# reward (5) is never read. Row 0 was truncated and bootstraps from v at the slot (2.0);
+# row 1 ended, so its Q target is the reward alone.
+T_Q1 = jnp.array([[[X, X], [0.0, 0.5], [X, X]]] * 2)
+T_Q2 = jnp.array([[[X, X], [0.0, 1.5], [X, X]]] * 2)
+T_TQ = jnp.array([[[X, X], [X, 1.0], [X, X]]] * 2)
+T_V = jnp.array([[7.0, 1.0, 2.0]] * 2)
+T_TARGETS = jnp.array([[0, 1, 0]] * 2)
+T_WEIGHTS = jnp.array([[0, 1, 0]] * 2)
+T_REWARDS = jnp.array([[0.0, 1.0, 5.0]] * 2)
+T_TRUNCATED = jnp.array([[1, 1, 1], [0, 0, 0]])
+T_ARGS = (T_Q1, T_Q1, T_Q2, T_TQ, T_TQ, T_V, T_TARGETS, T_WEIGHTS, T_REWARDS)
+
+
+def test_truncated_episode_bootstraps_and_finished_one_does_not():
+  y = (1.0 + GAMMA * 2.0, 1.0)  # Q targets of rows 0 and 1
+  _, m = ilql_loss(*T_ARGS, **HP, truncated=T_TRUNCATED)
+  want = sum((0.5 - t) ** 2 + (1.5 - t) ** 2 for t in y) / 2
+  np.testing.assert_allclose(m["q_loss"], want, rtol=1e-6)
+  q_loss = lambda q: ilql_loss(T_Q1, q, *T_ARGS[2:], **HP, truncated=T_TRUNCATED)[1]["q_loss"]
+  g = jax.grad(q_loss)(T_Q1)
+  np.testing.assert_allclose(g[:, 1, 1], [2 * (0.5 - t) / 2 for t in y], rtol=1e-6)
+  _, plain = ilql_loss(*T_ARGS, **HP)
+  np.testing.assert_allclose(plain["q_loss"], ((0.5 - 1) ** 2 + (1.5 - 1) ** 2), rtol=1e-6)
+  for key in ("v_loss", "cql_loss", "awac_loss"):  # only the Q target changes
+    np.testing.assert_array_equal(m[key], plain[key])
+
+
+def test_all_zero_truncation_is_bitwise_the_default():
+  args = random_args(7)
+  loss_a, m_a = ilql_loss(*args, **HP, segment_ids=SEGMENTS)
+  loss_b, m_b = ilql_loss(*args, **HP, segment_ids=SEGMENTS, truncated=jnp.zeros_like(args[7]))
+  np.testing.assert_array_equal(loss_a, loss_b)
+  for key in m_a:
+    np.testing.assert_array_equal(m_a[key], m_b[key])

@@ -144,3 +144,34 @@ def test_bfloat16_logits_give_float32_result():
   assert r_low.dtype == jnp.float32
   r_high = implied_rewards(logits, targets, weights, gamma=1.0)
   np.testing.assert_allclose(r_low, r_high, atol=0.05)
+
+
+def test_truncated_episode_bootstraps_its_implied_reward():
+  # Two copies of: prompt, action (target 1: Q = 0, V = ln 4), weight-0 slot (V = ln 5).
+  # Row 0 was truncated: r = Q - gamma V(slot); row 1 ended: r = Q.
+  logits = jnp.array([[[5.0, 5.0, 5.0], [LN2, 0.0, 0.0], [0.0, LN3, 0.0]]] * 2)
+  targets = jnp.array([[2, 1, 0]] * 2)
+  weights = jnp.array([[0, 1, 0]] * 2)
+  truncated = jnp.array([[1, 1, 1], [0, 0, 0]])
+  r = implied_rewards(logits, targets, weights, gamma=GAMMA, truncated=truncated)
+  np.testing.assert_allclose(r, [[0.0, -GAMMA * LN5, 0.0], [0.0, 0.0, 0.0]], rtol=1e-6,
+                             atol=1e-7)
+  loss, m = iqlearn_loss(logits, targets, weights, lam=LAM, gamma=GAMMA, truncated=truncated)
+  np.testing.assert_allclose(m["td_sq"], (GAMMA * LN5) ** 2 / 2, rtol=1e-6)
+  np.testing.assert_allclose(loss, LN4 + LAM * (GAMMA * LN5) ** 2 / 2, rtol=1e-6)
+
+
+def test_all_zero_truncation_is_bitwise_the_default():
+  logits, targets, weights = random_batch(5)
+  segments = jnp.array([[1, 1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1, 0]])
+  zeros = jnp.zeros_like(weights)
+  loss_a, m_a = iqlearn_loss(logits, targets, weights, lam=LAM, gamma=GAMMA, segment_ids=segments)
+  loss_b, m_b = iqlearn_loss(logits, targets, weights, lam=LAM, gamma=GAMMA, segment_ids=segments,
+                             truncated=zeros)
+  np.testing.assert_array_equal(loss_a, loss_b)
+  for key in m_a:
+    np.testing.assert_array_equal(m_a[key], m_b[key])
+  np.testing.assert_array_equal(
+      implied_rewards(logits, targets, weights, gamma=GAMMA, segment_ids=segments),
+      implied_rewards(logits, targets, weights, gamma=GAMMA, segment_ids=segments,
+                      truncated=zeros))

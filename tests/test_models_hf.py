@@ -69,6 +69,25 @@ def test_value_heads_saved_beside_and_read_back(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params["heads"], params2["heads"])
 
 
+def test_value_trunk_starts_as_a_copy_and_is_saved_beside(tmp_path):
+  src = os.path.join(FIXTURES, "llama_gqa")
+  model, params = from_pretrained(src, value_heads=True, value_trunk=True, scan_layers=True)
+  trunk = trunk_params(params)
+  jax.tree.map(np.testing.assert_array_equal, params["value_trunk"], trunk)
+  moved = {**params, "value_trunk": jax.tree.map(lambda x: x + 1.0, trunk)}
+  save_pretrained(model, moved, str(tmp_path))
+  orig, policy, value = (load_file(os.path.join(d, f)) for d, f in (
+      (src, "model.safetensors"), (tmp_path, "model.safetensors"),
+      (tmp_path, "value_trunk.safetensors")))
+  assert set(policy) == set(value) == set(orig)
+  for k in orig:
+    np.testing.assert_array_equal(policy[k], orig[k], err_msg=k)
+  _, back = from_pretrained(str(tmp_path), value_heads=True, value_trunk=True, scan_layers=True)
+  jax.tree.map(np.testing.assert_array_equal, back, moved)
+  _, policy_only = from_pretrained(str(tmp_path), scan_layers=True)
+  jax.tree.map(np.testing.assert_array_equal, policy_only, trunk)
+
+
 def test_q_heads_applied_from_separate_parameters():
   model, params = from_pretrained(os.path.join(FIXTURES, "t5_v1_1"), value_heads=True)
   _, batch = golden("t5_v1_1")

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from irl_lm.models import trunk_params
 from irl_lm.planning import parse_memory, plan_decode, plan_train, planner
 from irl_lm.training.builders import build_run
 from training_utils import tiny_config
@@ -35,6 +36,24 @@ def test_plan_train_and_decode_on_simulated_devices():
   decode = plan_decode(c, jax.devices(), 2 ** 30)
   assert decode.optimizer == 0 and decode.other_state > 0  # the KV cache
   assert decode.total < plan.total
+
+
+def test_separate_value_trunk_adds_a_trunk_and_a_cache_to_the_plans():
+  c = tiny_config("ilql", mesh=(1, 4, 1), num_devices=4)
+  c.model.vocab_size = 512
+  devices = jax.devices()[:4]
+  run = build_run(c, devices=devices, with_task=False)
+  trunk = planner._shard_bytes(trunk_params(run.state_abstract.params),
+                               trunk_params(run.shardings.params))
+  train, decode = plan_train(c, devices, 2 ** 30), plan_decode(c, devices, 2 ** 30)
+  c.loss.ilql.separate_value_trunk = True
+  train2, decode2 = plan_train(c, devices, 2 ** 30), plan_decode(c, devices, 2 ** 30)
+  assert train2.params == train.params + trunk  # sharded as the policy trunk
+  assert train2.optimizer == train.optimizer + 2 * trunk  # AdamW's two moments
+  assert train2.other_state == train.other_state
+  assert train2.total > train.total and train2.model_flops > train.model_flops
+  assert decode2.params == decode.params + trunk
+  assert decode2.other_state == 2 * decode.other_state  # a KV cache per trunk
 
 
 def test_cli_exits_nonzero_and_names_the_largest_term():

@@ -41,7 +41,17 @@ def specs(shardings):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_planner_compiles_the_trainers_step(name):
-  config = load(name)
+  assert_planner_lowers_the_trainers_step(load(name))
+
+
+def test_planner_compiles_the_trainers_step_with_a_separate_value_trunk():
+  config = load("ilql_embedded.py")
+  config.loss.ilql.separate_value_trunk = True
+  assert_planner_lowers_the_trainers_step(config)
+  assert "value_trunk" in builders.build_run(config, with_task=False).state_abstract.params
+
+
+def assert_planner_lowers_the_trainers_step(config):
   trainer = builders.build_run(config)  # as train_and_evaluate builds it
   planned, lowered = lower_train(config, jax.devices())  # as plan_train lowers it
   # The planner reads no data, so its EOS and pad ids are the preset's; no step uses them.

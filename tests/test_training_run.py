@@ -28,6 +28,25 @@ def test_each_loss_same_on_one_and_eight_devices(loss, tmp_path):
   assert os.listdir(tmp_path / "one" / "tensorboard")
 
 
+def test_separate_value_trunk_same_on_one_and_eight_devices(tmp_path):
+  from irl_lm.models import VALUE_TRUNK, trunk_params
+  configs = {"one": tiny_config("ilql"),
+             "eight": tiny_config("ilql", mesh=(2, 2, 2), num_devices=0)}
+  results = {}
+  for name, c in configs.items():
+    c.loss.ilql.separate_value_trunk = True
+    results[name] = train_and_evaluate(c, str(tmp_path / name))
+  for k in ("train/loss", "train/q_loss", "train/awac_loss", "eval/loss"):
+    np.testing.assert_allclose(results["eight"][k], results["one"][k], rtol=1e-4, err_msg=k)
+  p1, t1 = trained_params(str(tmp_path / "one"))
+  p8, t8 = trained_params(str(tmp_path / "eight"))
+  assert_trees_close(p8, p1, atol=2e-5)
+  assert_trees_close(t8, t1, atol=2e-5)
+  # Both trunks started equal and trained on different terms.
+  policy, value = trunk_params(p1)["shared"]["embedding"], p1[VALUE_TRUNK]["shared"]["embedding"]
+  assert policy.shape == value.shape and not np.allclose(policy, value)
+
+
 def test_loss_falls(tmp_path):
   c = tiny_config("iqlearn", steps=40)
   c.train.log_every = 10

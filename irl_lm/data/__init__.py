@@ -5,9 +5,12 @@ Public API:
   register_paper_tasks(vocabulary_kind, vocabulary_path, tfds_data_dir=None) -> list[str]
   register_embedded_tasks(data_seed=0) -> list[str]  (done on import)
   register_jsonl_reward_task(name, paths, vocabulary, ...) -> seqio.Task
-  make_vocabulary(kind, path=None) -> seqio.Vocabulary
+  register_id_task(name, {split: (prompts, continuations)}, IdVocabulary) -> seqio.Task
+  register_top_fraction(name, base, fraction) -> seqio.Task  (filtered BC data)
+  make_vocabulary(kind, path=None) -> seqio.Vocabulary; IdVocabulary(size, eos_id)
   BatchIterator(task, split, model_kind, sequence_lengths, global_batch_size, ...)
   eval_examples(task, split, ...), compute_metrics(task, examples, predictions)
+  split_returns(task, split, sequence_lengths, max_examples) -> returns of finished episodes
   shard_info_from_mesh(mesh) -> seqio.ShardInfo
   score(prompt, response) -> float  (the embedded_ilql reward)
 """
@@ -29,17 +32,20 @@ from irl_lm.data.feature_converters import (DecoderRewardFeatureConverter,
 from irl_lm.data.hosts import shard_info_from_mesh
 from irl_lm.data.jsonl import JsonlFormatError
 from irl_lm.data.paper_tasks import register_paper_tasks
-from irl_lm.data.pipeline import BatchIterator, compute_metrics, eval_examples
+from irl_lm.data.pipeline import BatchIterator, compute_metrics, eval_examples, split_returns
 from irl_lm.data.registry import get_task
-from irl_lm.data.tasks import register_embedded_tasks, register_jsonl_reward_task
+from irl_lm.data.tasks import (register_embedded_tasks, register_id_task,
+                               register_jsonl_reward_task, register_top_fraction)
 from irl_lm.data.tfds_source import DatasetNotPreparedError
-from irl_lm.data.vocabularies import make_vocabulary
+from irl_lm.data.vocabularies import IdVocabulary, make_vocabulary
 
 register_embedded_tasks()
 
 __all__ = [
     "BatchIterator", "DatasetNotPreparedError", "DecoderRewardFeatureConverter",
-    "EncDecRewardFeatureConverter", "JsonlFormatError", "compute_metrics", "eval_examples",
-    "get_feature_converter", "get_task", "make_vocabulary", "register_embedded_tasks",
-    "register_jsonl_reward_task", "register_paper_tasks", "score", "shard_info_from_mesh",
+    "EncDecRewardFeatureConverter", "IdVocabulary", "JsonlFormatError", "compute_metrics",
+    "eval_examples", "get_feature_converter", "get_task", "make_vocabulary",
+    "register_embedded_tasks", "register_id_task", "register_jsonl_reward_task",
+    "register_paper_tasks", "register_top_fraction", "score", "shard_info_from_mesh",
+    "split_returns",
 ]

@@ -1,18 +1,19 @@
 """seqio feature converters that carry per-token rewards and action weights into model batches.
 
-Task features: "inputs", "targets" (int32), "rewards" (float32) and "weights"
-(int32), the last two aligned with "targets" (see `preprocessors.tokenize_and_label`;
-tasks without them get rewards 0 and weights 1 on every target token).
+Task features: "inputs", "targets" (int32), "rewards" (float32), "weights" and
+"truncated" (int32), the last three aligned with "targets" (see
+`preprocessors.tokenize_and_label`; tasks without them get rewards 0, weights 1 and
+truncated 0 on every target token).
 
 Encoder-decoder (`EncDecRewardFeatureConverter`): encoder_input_tokens,
 decoder_input_tokens, decoder_target_tokens, decoder_loss_weights, decoder_rewards,
-plus encoder/decoder segment ids and positions when packing.
+decoder_truncated, plus encoder/decoder segment ids and positions when packing.
 
 Decoder-only (`DecoderRewardFeatureConverter`): each example is the prompt followed
 by the response, ``targets = inputs ++ targets`` (the prompt keeps its EOS as a
 separator); decoder_input_tokens is that shifted right with 0 first;
-decoder_loss_weights is 0 on the prompt; decoder_rewards, decoder_segment_ids and
-decoder_positions are always present (segment 0 marks padding).
+decoder_loss_weights and decoder_truncated are 0 on the prompt; decoder_rewards,
+decoder_segment_ids and decoder_positions are always present (segment 0 marks padding).
 
 Padding is id 0 / weight 0 / reward 0 everywhere.
 """
@@ -26,21 +27,23 @@ from irl_lm.errors import ConfigError
 
 Spec = seqio.FeatureConverter.FeatureSpec
 AUTOTUNE = tf.data.AUTOTUNE
-_LABELS = ("targets", "rewards", "weights")
+_LABELS = ("targets", "rewards", "weights", "truncated")
 _TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32),
-                  "rewards": Spec(dtype=tf.float32), "weights": Spec(dtype=tf.int32)}
+                  "rewards": Spec(dtype=tf.float32), "weights": Spec(dtype=tf.int32),
+                  "truncated": Spec(dtype=tf.int32)}
 
 
 def add_default_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
-  """Adds rewards (0.0) and weights (1) per target token to examples that lack them."""
+  """Adds rewards (0.0), weights (1) and truncated (0) per target token where missing."""
   spec = ds.element_spec
-  if "rewards" in spec and "weights" in spec:
+  if all(k in spec for k in _LABELS):
     return ds
 
   def add(ex):
     ex = dict(ex)
     ex.setdefault("rewards", tf.zeros(tf.shape(ex["targets"]), tf.float32))
     ex.setdefault("weights", tf.ones(tf.shape(ex["targets"]), tf.int32))
+    ex.setdefault("truncated", tf.zeros(tf.shape(ex["targets"]), tf.int32))
     return ex
   return ds.map(add, num_parallel_calls=AUTOTUNE)
 
@@ -52,8 +55,8 @@ class _RewardFeatureConverter(seqio.FeatureConverter):
 
   def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
     lengths = dict(task_feature_lengths)
-    lengths.setdefault("rewards", lengths["targets"])
-    lengths.setdefault("weights", lengths["targets"])
+    for label in _LABELS[1:]:
+      lengths.setdefault(label, lengths["targets"])
     return super().__call__(add_default_labels(ds), lengths)
 
   def _rows(self, ds: tf.data.Dataset, groups, lengths) -> tf.data.Dataset:
@@ -69,6 +72,7 @@ class EncDecRewardFeatureConverter(_RewardFeatureConverter):
       "decoder_input_tokens": Spec(dtype=tf.int32),
       "decoder_loss_weights": Spec(dtype=tf.int32),
       "decoder_rewards": Spec(dtype=tf.float32),
+      "decoder_truncated": Spec(dtype=tf.int32),
   }
   PACKING_FEATURE_DTYPES = {
       "encoder_segment_ids": tf.int32, "decoder_segment_ids": tf.int32,
@@ -88,6 +92,7 @@ class EncDecRewardFeatureConverter(_RewardFeatureConverter):
               ex["targets"], sequence_id=ex["targets_segment_ids"], bos_id=self.bos_id),
           "decoder_loss_weights": ex["weights"],
           "decoder_rewards": ex["rewards"],
+          "decoder_truncated": ex["truncated"],
       }
       if self.pack:
         out.update(encoder_segment_ids=ex["inputs_segment_ids"],
@@ -101,7 +106,7 @@ class EncDecRewardFeatureConverter(_RewardFeatureConverter):
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     n, m = task_feature_lengths["inputs"], task_feature_lengths["targets"]
     lengths = {"encoder_input_tokens": n, "decoder_target_tokens": m, "decoder_input_tokens": m,
-               "decoder_loss_weights": m, "decoder_rewards": m}
+               "decoder_loss_weights": m, "decoder_rewards": m, "decoder_truncated": m}
     if self.pack:
       lengths.update(encoder_segment_ids=n, encoder_positions=n, decoder_segment_ids=m,
                      decoder_positions=m)
@@ -116,6 +121,7 @@ class DecoderRewardFeatureConverter(_RewardFeatureConverter):
       "decoder_input_tokens": Spec(dtype=tf.int32),
       "decoder_loss_weights": Spec(dtype=tf.int32),
       "decoder_rewards": Spec(dtype=tf.float32),
+      "decoder_truncated": Spec(dtype=tf.int32),
       "decoder_segment_ids": Spec(dtype=tf.int32),
       "decoder_positions": Spec(dtype=tf.int32),
   }
@@ -127,7 +133,8 @@ class DecoderRewardFeatureConverter(_RewardFeatureConverter):
       prompt = tf.size(ex["inputs"])
       return {"targets": tf.concat([ex["inputs"], ex["targets"]], 0),
               "rewards": tf.concat([tf.zeros([prompt]), ex["rewards"]], 0),
-              "weights": tf.concat([tf.zeros([prompt], tf.int32), ex["weights"]], 0)}
+              "weights": tf.concat([tf.zeros([prompt], tf.int32), ex["weights"]], 0),
+              "truncated": tf.concat([tf.zeros([prompt], tf.int32), ex["truncated"]], 0)}
 
     length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
     ds = self._rows(ds.map(concat, num_parallel_calls=AUTOTUNE), {"targets": _LABELS},
@@ -140,6 +147,7 @@ class DecoderRewardFeatureConverter(_RewardFeatureConverter):
               ex["targets"], sequence_id=ex["targets_segment_ids"], bos_id=self.bos_id),
           "decoder_loss_weights": ex["weights"],
           "decoder_rewards": ex["rewards"],
+          "decoder_truncated": ex["truncated"],
           "decoder_segment_ids": ex["targets_segment_ids"],
           "decoder_positions": ex["targets_positions"],
       }

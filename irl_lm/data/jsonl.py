@@ -3,7 +3,10 @@
 One JSON object per line, either
 
 * single-turn: ``{"prompt": str, "response": str, "reward": number}``, or
-* multi-turn: ``{"turns": [{"text": str, "is_action": bool, "reward": number (optional)}, ...]}``.
+* multi-turn: ``{"turns": [{"text": str, "is_action": bool, "reward": number (optional)}, ...]}``,
+
+each with an optional ``"done": true|false`` (default true): false marks an episode that
+was logged without its end (it gets no EOS and bootstraps from the state after its text).
 
 A multi-turn row's leading non-action turns form the prompt ("inputs"); the rest
 (actions and the environment turns between them) form "targets". A reward on an
@@ -27,6 +30,7 @@ class JsonlFormatError(InputError):
 
 
 Turn = tuple[str, bool, float]
+Row = tuple[str, list[Turn], bool]
 
 
 def _reward(value: Any, where: str) -> float:
@@ -35,6 +39,13 @@ def _reward(value: Any, where: str) -> float:
   if not math.isfinite(value):
     raise InputError(f"{where} must be finite, got {value!r}")
   return float(value)
+
+
+def _done(row: Mapping[str, Any]) -> bool:
+  value = row.get("done", True)
+  if not isinstance(value, bool):
+    raise InputError(f"field 'done' must be true or false, got {value!r}")
+  return value
 
 
 def _text(row: Mapping[str, Any], key: str, where: str = "") -> str:
@@ -94,17 +105,16 @@ def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
   return prompt, folded
 
 
-def parse_line(line: str) -> tuple[str, list[Turn]]:
-  """(prompt, [(text, is_action, reward), ...]) of one JSONL line; InputError if malformed."""
+def parse_line(line: str) -> Row:
+  """(prompt, [(text, is_action, reward), ...], done) of one JSONL line; InputError if malformed."""
   try:
     row = json.loads(line)
   except json.JSONDecodeError as e:
     raise InputError(f"invalid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(row, dict):
     raise InputError(f"expected a JSON object, got {type(row).__name__}")
-  if "turns" in row:
-    return _multi_turn(row)
-  return _single_turn(row)
+  prompt, turns = _multi_turn(row) if "turns" in row else _single_turn(row)
+  return prompt, turns, _done(row)
 
 
 def read_jsonl(path: str, skip_invalid: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -113,7 +123,7 @@ def read_jsonl(path: str, skip_invalid: bool = False) -> tuple[dict[str, np.ndar
   A malformed line raises `JsonlFormatError` ("path:line: what is wrong"); with
   `skip_invalid` it is skipped and its message returned in the list instead.
   """
-  rows: list[tuple[str, list[Turn]]] = []
+  rows: list[Row] = []
   skipped: list[str] = []
   try:
     f = open(path, "rb")  # decoded line by line, so a bad byte is reported with its line
@@ -150,19 +160,21 @@ def _decode(raw: bytes, offset: int, first: bool) -> str:
                      f"{offset + e.start} of the file") from None
 
 
-def _to_columns(rows: list[tuple[str, list[Turn]]]) -> dict[str, np.ndarray]:
-  width = max(len(turns) for _, turns in rows)
+def _to_columns(rows: list[Row]) -> dict[str, np.ndarray]:
+  width = max(len(turns) for _, turns, _ in rows)
   texts = np.full((len(rows), width), "", dtype=object)
   is_action = np.zeros((len(rows), width), np.int32)
   rewards = np.zeros((len(rows), width), np.float32)
-  for r, (_, turns) in enumerate(rows):
+  for r, (_, turns, _) in enumerate(rows):
     for t, (text, action, reward) in enumerate(turns):
       texts[r, t], is_action[r, t], rewards[r, t] = text, action, reward
   return {
-      "inputs": np.array([p for p, _ in rows], dtype=object),
-      "targets": np.array(["".join(t for t, _, _ in turns) for _, turns in rows], dtype=object),
+      "inputs": np.array([p for p, _, _ in rows], dtype=object),
+      "targets": np.array(["".join(t for t, _, _ in turns) for _, turns, _ in rows],
+                          dtype=object),
       "turn_texts": texts, "turn_is_action": is_action, "turn_rewards": rewards,
-      "num_turns": np.array([len(turns) for _, turns in rows], np.int32),
+      "num_turns": np.array([len(turns) for _, turns, _ in rows], np.int32),
+      "done": np.array([done for _, _, done in rows], np.int32),
   }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from irl_lm.data.feature_converters import get_feature_converter
+from irl_lm.data.feature_converters import add_default_labels, get_feature_converter
 from irl_lm.data.postprocessors import as_text
 from irl_lm.data.registry import get_task
 from irl_lm.errors import ConfigError
@@ -126,8 +126,9 @@ def eval_examples(task: str | seqio.Task, split: str = "validation",
                   sequence_lengths: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
   """The first examples of a split, unshuffled, for generation and metrics.
 
-  Each dict has "inputs" and "targets" (int32 token ids ending in EOS, truncated
-  to `sequence_lengths` if given), "rewards", "weights", and the texts
+  Each dict has "inputs" and "targets" (int32 token ids, cut to `sequence_lengths`
+  if given: EOS ends the inputs and finished targets), "rewards", "weights",
+  "truncated", and the texts
   "inputs_pretokenized" and "targets_pretokenized" (str). To generate with a
   decoder-only model, feed ``[0] + inputs`` and sample the response.
   """
@@ -138,6 +139,23 @@ def eval_examples(task: str | seqio.Task, split: str = "validation",
     ds = ds.take(max_examples)
   return [{k: as_text(v) if isinstance(v, bytes) else v for k, v in ex.items()}
           for ex in ds.as_numpy_iterator()]
+
+
+def split_returns(task: str | seqio.Task, split: str, sequence_lengths: Mapping[str, int],
+                  max_examples: int) -> np.ndarray:
+  """float32 returns (sums of the action rewards) of the finished episodes among the first
+  `max_examples` examples of a split, unshuffled and cut to `sequence_lengths` as in the
+  batches; episodes that did not end (``truncated``) are left out."""
+  ds = _resolve(task).get_dataset(sequence_length=dict(sequence_lengths), split=split,
+                                  shuffle=False, num_epochs=1, use_cached=False,
+                                  try_in_mem_cache=False)
+
+  def summary(ex):
+    total = tf.reduce_sum(tf.where(ex["weights"] > 0, ex["rewards"], 0.0))
+    return total, tf.reduce_any(ex["truncated"] > 0)
+
+  rows = add_default_labels(ds.take(max_examples)).map(summary).as_numpy_iterator()
+  return np.array([total for total, cut in rows if not cut], np.float32)
 
 
 def compute_metrics(task: str | seqio.Task, examples: Sequence[Mapping[str, Any]],

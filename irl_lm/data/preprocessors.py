@@ -8,7 +8,11 @@ examples into the task features the feature converters read:
 * ``weights``: int32, 1 on action tokens (the whole response of a single-turn row,
   including its EOS), 0 on environment turns;
 * ``rewards``: float32, aligned with ``targets``: a turn's reward sits on its last
-  token, so a sequence reward sits on the response's EOS.
+  token, so a sequence reward sits on the response's EOS;
+* ``truncated``: int32, aligned with ``targets``: 1 on every position of an episode that
+  did not end (``done`` false, or cut to the targets length), else 0. Such an episode
+  has no EOS and ends in a weight-0 slot, the state after its last action, which the
+  losses bootstrap from.
 """
 import re
 from collections.abc import Mapping, Sequence
@@ -64,40 +68,49 @@ def _trim(tokens: tf.Tensor, max_len: int | None, eos: int | None) -> tf.Tensor:
   return tokens
 
 
+Labelled = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
+
+
 def _label(pieces: tf.RaggedTensor, is_action: tf.Tensor, turn_rewards: tf.Tensor,
-           eos: int | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Flattens tokenised turns into (tokens, weights, rewards); EOS joins the last turn."""
+           eos: int | None, done: tf.Tensor) -> Labelled:
+  """Flattens tokenised turns into (tokens, weights, rewards, truncated).
+
+  A finished episode (``done``) gets EOS, which joins its last turn; an unfinished one
+  gets a weight-0 slot instead (token 0, reward 0): the state after its last token.
+  """
   tokens = pieces.flat_values
   lengths = tf.cast(pieces.row_lengths(), tf.int32)
+  ended = tf.cast(done, tf.int32)
   if eos is not None:
-    tokens = tf.concat([tokens, [eos]], 0)
-    lengths += tf.one_hot(tf.size(lengths) - 1, tf.size(lengths), dtype=tf.int32)
+    tokens = tf.concat([tokens, tf.fill([ended], eos)], 0)
+    lengths += ended * tf.one_hot(tf.size(lengths) - 1, tf.size(lengths), dtype=tf.int32)
   weights = tf.repeat(is_action, lengths)
   nonempty = lengths > 0
   ends = tf.boolean_mask(tf.cumsum(lengths) - 1, nonempty)
   rewards = tf.scatter_nd(ends[:, None], tf.boolean_mask(turn_rewards, nonempty),
                           tf.shape(tokens))
-  return tokens, weights, rewards
+  slot = 1 - ended
+  tokens = tf.concat([tokens, tf.zeros([slot], tf.int32)], 0)
+  weights = tf.concat([weights, tf.zeros([slot], tf.int32)], 0)
+  rewards = tf.concat([rewards, tf.zeros([slot])], 0)
+  return tokens, weights, rewards, tf.fill(tf.shape(tokens), slot)
 
 
-def _truncate(tokens: tf.Tensor, weights: tf.Tensor, rewards: tf.Tensor, max_len: int,
-              eos: int | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Cuts to `max_len` (keeping a final EOS); cut-off rewards move to the last kept action token."""
-  keep = max_len - 1 if eos is not None else max_len
+def _truncate(tokens: tf.Tensor, weights: tf.Tensor, rewards: tf.Tensor, truncated: tf.Tensor,
+              max_len: int) -> Labelled:
+  """Cuts a row longer than `max_len` into an unfinished episode.
 
+  Keeps `max_len` tokens (no EOS); the last one becomes a weight-0 slot, the state after
+  the last kept action, and the rewards from it on are dropped: the bootstrap from that
+  state stands for them.
+  """
   def cut():
-    kept_tokens = _trim(tokens, max_len, eos)
-    kept_weights = weights[:max_len]
-    kept_rewards = tf.concat([rewards[:keep], tf.zeros([max_len - keep])], 0)
-    actions = tf.where(kept_weights > 0)[:, 0]
-    tail = tf.reduce_sum(rewards[keep:])
-    kept_rewards = tf.cond(
-        tf.size(actions) > 0,
-        lambda: tf.tensor_scatter_nd_add(kept_rewards, [[tf.reduce_max(actions)]], [tail]),
-        lambda: kept_rewards)
-    return kept_tokens, kept_weights, kept_rewards
+    keep = max_len - 1
+    return (tokens[:max_len], tf.concat([weights[:keep], [0]], 0),
+            tf.concat([rewards[:keep], [0.0]], 0), tf.ones([max_len], tf.int32))
 
-  return tf.cond(tf.size(tokens) > max_len, cut, lambda: (tokens, weights, rewards))
+  return tf.cond(tf.size(tokens) > max_len, cut,
+                 lambda: (tokens, weights, rewards, truncated))
 
 
 def tokenize_and_label(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
@@ -106,9 +119,11 @@ def tokenize_and_label(dataset: tf.data.Dataset, output_features: Mapping[str, s
 
   Reads either "targets" (a string; optional float "reward", default 0) or the
   multi-turn columns "turn_texts", "turn_is_action", "turn_rewards" (from the
-  JSONL source). Appends EOS where the output feature asks for it and truncates to
-  `sequence_length` keeping the EOS. Keeps "inputs_pretokenized" and
-  "targets_pretokenized" for evaluation.
+  JSONL source), and an optional "done" (default true). Appends EOS to finished
+  episodes where the output feature asks for it, truncates the inputs to
+  `sequence_length` keeping their EOS and cuts longer targets into unfinished
+  episodes (see `_truncate`). Keeps "inputs_pretokenized" and "targets_pretokenized"
+  for evaluation.
   """
   inputs_feature, targets_feature = output_features["inputs"], output_features["targets"]
   lengths = sequence_length or {}
@@ -118,6 +133,7 @@ def tokenize_and_label(dataset: tf.data.Dataset, output_features: Mapping[str, s
   def fn(ex):
     ex = dict(ex)
     inputs_text = ex.pop("inputs")
+    done = tf.cast(ex.pop("done", True), tf.bool)
     if "turn_texts" in ex:
       texts = ex.pop("turn_texts")
       is_action = tf.cast(ex.pop("turn_is_action"), tf.int32)
@@ -132,14 +148,14 @@ def tokenize_and_label(dataset: tf.data.Dataset, output_features: Mapping[str, s
       turn_rewards = tf.reshape(tf.cast(ex.pop("reward", 0.0), tf.float32), [1])
     pieces = tf.map_fn(lambda t: _encode(targets_feature.vocabulary, t), texts,
                        fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
-    targets, weights, rewards = _label(pieces, is_action, turn_rewards, targets_eos)
+    labelled = _label(pieces, is_action, turn_rewards, targets_eos, done)
     if lengths.get("targets") is not None:
-      targets, weights, rewards = _truncate(targets, weights, rewards, lengths["targets"],
-                                            targets_eos)
+      labelled = _truncate(*labelled, lengths["targets"])
+    targets, weights, rewards, truncated = labelled
     ex.update(
         inputs=_trim(_encode(inputs_feature.vocabulary, inputs_text), lengths.get("inputs"),
                      inputs_eos),
-        targets=targets, weights=weights, rewards=rewards,
+        targets=targets, weights=weights, rewards=rewards, truncated=truncated,
         inputs_pretokenized=inputs_text, targets_pretokenized=targets_text)
     return ex
 

@@ -1,4 +1,5 @@
-"""Vocabularies: SentencePiece (T5), a Hugging Face tokenizer.json (GPT-2/Llama), embedded words.
+"""Vocabularies: SentencePiece (T5), a Hugging Face tokenizer.json (GPT-2/Llama), embedded words,
+and token ids written as text (`IdVocabulary`, for data that needs no tokenizer).
 
 All follow seqio's convention that id 0 is padding. For byte-level BPE files id 0
 is a real token (GPT-2's "!"): the pipeline never infers padding from token
@@ -74,6 +75,9 @@ class EmbeddedVocabulary(seqio.Vocabulary):
     words = [self.tokens[i] for i in ids if i not in (self.pad_id, self.eos_id)]
     return join_tokens(words)
 
+  # Not converted by autograph: converting this method while tf.data traces preprocessors
+  # in parallel failed intermittently ("takes 1 positional argument but 2 were given").
+  @tf.autograph.experimental.do_not_convert
   def _lookup_table(self) -> tf.lookup.StaticHashTable:
     if self._table is None:
       with tf.init_scope():  # created eagerly even when first used inside a tf.function
@@ -190,6 +194,50 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   def __hash__(self) -> int:
     return hash((self.path, self.eos_id))
+
+
+class IdVocabulary(seqio.Vocabulary):
+  """Token ids as text: ``"17 4 250"`` <-> ``[17, 4, 250]``, for any model's vocabulary.
+
+  Lets token-id data (e.g. a teacher model's samples) go through the seqio
+  pipeline with no tokenizer. Every id in ``[0, size)`` is a token; ``eos_id``
+  is the model's.
+  """
+
+  def __init__(self, size: int, eos_id: int):
+    super().__init__(extra_ids=0)
+    self._size, self._eos_id = int(size), int(eos_id)
+
+  @property
+  def eos_id(self) -> int:
+    return self._eos_id
+
+  @property
+  def unk_id(self) -> None:
+    return None
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self._size
+
+  def _encode(self, s: str) -> list[int]:
+    return [int(t) for t in s.split()]
+
+  def _decode(self, ids) -> str:
+    return " ".join(str(int(i)) for i in ids)
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+    return tf.strings.to_number(tf.strings.split(s), tf.int32)
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    return tf.strings.reduce_join(tf.strings.as_string(ids), axis=-1, separator=" ")
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, IdVocabulary) and (self._size, self._eos_id) == (
+        other._size, other._eos_id)
+
+  def __hash__(self) -> int:
+    return hash((self._size, self._eos_id))
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,8 +18,8 @@ from irl_lm.decoding.sampling import METHODS, Settings, ilql_values
 from irl_lm.decoding.search import sample_or_greedy
 from irl_lm.decoding.session import session_for
 from irl_lm.errors import ConfigError, InputError
-from irl_lm.models import (HEADS, ModelConfig, build_model, param_shardings, q_heads,
-                           trunk_params)
+from irl_lm.models import (HEADS, VALUE_TRUNK, ModelConfig, build_model, param_shardings,
+                           q_heads, trunk_params)
 
 
 class GenerateOutput(NamedTuple):
@@ -41,6 +41,7 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
              method: str = "greedy", temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, num_beams: int = 1, num_samples: int = 1,
              eos_id: int | None = None, rng: jax.Array | None = None, ilql_beta: float = 0.0,
+             behaviour_top_k: int = 0, behaviour_top_p: float = 1.0,
              target_heads: Any | None = None, use_target_heads: bool = True,
              mesh: Mesh | None = None, rules: shd.Rules = shd.DEFAULT_RULES) -> GenerateOutput:
   """Generates continuations with a key/value cache in one jitted loop.
@@ -48,7 +49,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
   Args:
     model: a ``T5`` or ``Decoder`` from ``irl_lm.models``.
     params: its parameters (with the ILQL value heads under ``params['heads']``
-      for ``ilql_beta``).
+      for ``ilql_beta``, and a separate value trunk under ``params['value_trunk']``
+      when ILQL trained one: both trunks then decode in lockstep, a cache each).
     batch: T5: ``encoder_input_tokens`` [b, t] right-padded with 0. Decoder-only:
       ``decoder_input_tokens`` [b, p], prompts right-padded, and optionally
       ``prompt_lengths`` [b] (default: up to the last non-zero token); every
@@ -65,6 +67,9 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
     ilql_beta: ILQL guidance, trlx's rule: the scores are
       ``log_softmax(logits) + ilql_beta * (min(Q1, Q2) - V)``; 0 is the
       behaviour policy. Needs value heads in ``params``.
+    behaviour_top_k, behaviour_top_p: Snell's rule: keep only the behaviour
+      policy's top-k / top-p tokens (on its log-probabilities, before the
+      ILQL perturbation; the others get -inf); 0 and 1 are off.
     target_heads: ILQL target Q heads ``{"q1", "q2"}`` (a train state's
       ``target_q``), used when ``use_target_heads`` (else the online heads are).
     mesh: shard the batch over the mesh's batch axes (and the parameters by
@@ -73,7 +78,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
   """
   cfg: ModelConfig = model.cfg
   s = _settings(cfg, method, max_new_tokens, temperature, top_k, top_p, num_beams, num_samples,
-                eos_id, ilql_beta, HEADS in params, target_heads, use_target_heads)
+                eos_id, ilql_beta, HEADS in params, target_heads, use_target_heads,
+                behaviour_top_k, behaviour_top_p, VALUE_TRUNK in params)
   if not s.ilql:
     params = trunk_params(params)
   inputs = _inputs(cfg, batch, max_new_tokens)
@@ -95,7 +101,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
 
 def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: float,
               top_k: int, top_p: float, num_beams: int, num_samples: int, eos_id: int | None,
-              ilql_beta: float, has_heads: bool, target_heads: Any, use_target_heads: bool
+              ilql_beta: float, has_heads: bool, target_heads: Any, use_target_heads: bool,
+              behaviour_top_k: int, behaviour_top_p: float, has_value_trunk: bool
               ) -> Settings:
   if method not in METHODS:
     raise ConfigError(f"decoding.method={method!r}: expected one of {METHODS}")
@@ -104,6 +111,10 @@ def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: f
             (0 <= top_k <= cfg.vocab_size,
              f"decoding.top_k={top_k}: must be in [0, vocab_size={cfg.vocab_size}]"),
             (0 < top_p <= 1, f"decoding.top_p={top_p}: must be in (0, 1]"),
+            (0 <= behaviour_top_k <= cfg.vocab_size, f"decoding.behaviour_top_k="
+             f"{behaviour_top_k}: must be in [0, vocab_size={cfg.vocab_size}]"),
+            (0 < behaviour_top_p <= 1,
+             f"decoding.behaviour_top_p={behaviour_top_p}: must be in (0, 1]"),
             (num_beams >= 1, f"decoding.num_beams={num_beams}: must be >= 1"),
             (num_samples >= 1, f"decoding.num_samples={num_samples}: must be >= 1"),
             (method == "sample" or num_samples == 1,
@@ -121,7 +132,9 @@ def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: f
   return Settings(method=method, max_new_tokens=max_new_tokens,
                   eos_id=cfg.eos_id if eos_id is None else eos_id, temperature=temperature,
                   top_k=top_k, top_p=top_p, num_beams=num_beams, num_samples=num_samples,
-                  ilql=bool(ilql_beta), use_target_heads=use_target_heads)
+                  ilql=bool(ilql_beta), use_target_heads=use_target_heads,
+                  behaviour_top_k=behaviour_top_k, behaviour_top_p=behaviour_top_p,
+                  value_trunk=bool(ilql_beta) and has_value_trunk)
 
 
 def _inputs(cfg: ModelConfig, batch: Mapping[str, Any], max_new_tokens: int
@@ -156,18 +169,18 @@ def _compiled(cfg: ModelConfig, s: Settings, mesh: Mesh | None, rules: tuple[Any
               input_names: tuple[str, ...]):
   """The jitted decoding function for one model config, settings and mesh."""
   model = build_model(cfg)
-  session = session_for(model, s.max_new_tokens, s.rows_per_input)
+  session = session_for(model, s.max_new_tokens, s.rows_per_input, s.value_trunk)
 
   def run(params, inputs, target, beta, rng):
     guide = ilql_values(cfg, params, target, s) if s.ilql else None
-    trunk = trunk_params(params)
+    trunks = params if s.value_trunk else trunk_params(params)  # what the session runs
     if s.method == "beam":
-      return beam_search(session, s, trunk, inputs, guide, beta)
-    return sample_or_greedy(session, s, trunk, inputs, guide, beta, rng)
+      return beam_search(session, s, trunks, inputs, guide, beta)
+    return sample_or_greedy(session, s, trunks, inputs, guide, beta, rng)
 
   if mesh is None:
     return jax.jit(run)
-  _, _, p_sh = param_shardings(cfg, mesh, rules, heads=s.ilql)
+  _, _, p_sh = param_shardings(cfg, mesh, rules, heads=s.ilql, value_trunk=s.value_trunk)
   target_sh = q_heads(p_sh) if s.ilql and s.use_target_heads else None
   in_sh = {k: shd.batch_sharding(mesh, rules, 1 if k == "prompt_lengths" else 2)
            for k in input_names}

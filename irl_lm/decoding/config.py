@@ -13,7 +13,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   Fields: ``method`` (greedy | sample | beam), ``max_new_tokens``,
   ``temperature``, ``top_k`` (0 = off), ``top_p`` (1.0 = off), ``num_beams``,
-  ``num_samples``, ``ilql_beta`` (0 = behaviour policy), ``use_target_heads``,
+  ``num_samples``, ``ilql_beta`` (0 = behaviour policy), ``behaviour_top_k``
+  (0 = off) and ``behaviour_top_p`` (1.0 = off), ``use_target_heads``,
   ``eos_id`` (None = the model's; a negative id never stops) and ``seed``.
   """
   return ml_collections.ConfigDict({
@@ -25,6 +26,8 @@ def default_config() -> ml_collections.ConfigDict:
       "num_beams": 1,
       "num_samples": 1,
       "ilql_beta": 0.0,
+      "behaviour_top_k": 0,
+      "behaviour_top_p": 1.0,
       "use_target_heads": True,
       "eos_id": config_dict.placeholder(int),
       "seed": 0,
@@ -34,7 +37,7 @@ def default_config() -> ml_collections.ConfigDict:
 def generate_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Keyword arguments for ``irl_lm.decoding.generate`` from a decoding config."""
   kw = {k: config[k] for k in ("method", "max_new_tokens", "temperature", "top_k", "top_p",
-                               "num_beams", "num_samples", "ilql_beta", "use_target_heads",
-                               "eos_id")}
+                               "num_beams", "num_samples", "ilql_beta", "behaviour_top_k",
+                               "behaviour_top_p", "use_target_heads", "eos_id")}
   kw["rng"] = jax.random.key(config.seed)
   return kw

@@ -1,4 +1,5 @@
-"""Per-token scores: ILQL perturbation, then temperature, top-k and top-p."""
+"""Per-token scores: behaviour-policy filters and ILQL perturbation, then temperature,
+top-k and top-p."""
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,9 @@ class Settings:
   num_samples: int = 1
   ilql: bool = False
   use_target_heads: bool = True
+  behaviour_top_k: int = 0
+  behaviour_top_p: float = 1.0
+  value_trunk: bool = False  # ILQL values from a separate value trunk
 
   @property
   def rows_per_input(self) -> int:
@@ -41,15 +45,21 @@ Values = tuple[Array, Array, Array]  # (Q1 [rows, vocab], Q2 [rows, vocab], V [r
 def token_scores(logits: Array, beta: Array, s: Settings, values: Values | None = None) -> Array:
   """Per-token scores [rows, vocab] before temperature / top-k / top-p.
 
-  With ILQL (``s.ilql``; ``values`` from ``ilql_values``), trlx's rule:
-  log_softmax(logits) + beta * (min(Q1, Q2) - V). Otherwise the logits: the
-  behaviour policy's log-probabilities up to a per-row constant, which the
-  decoding distribution does not see.
+  The behaviour policy's log-probabilities, with the tokens outside its
+  ``behaviour_top_k`` / ``behaviour_top_p`` set (Snell's rule) at -inf; with
+  ILQL (``s.ilql``; ``values`` from ``ilql_values``) plus trlx's
+  perturbation ``beta * (min(Q1, Q2) - V)``. Without ILQL the logits stand for
+  the log-probabilities (a per-row constant the decoding distribution does not see).
   """
+  scores = jax.nn.log_softmax(logits, axis=-1) if s.ilql else logits
+  if s.behaviour_top_k:
+    scores = top_k_filter(scores, s.behaviour_top_k)
+  if s.behaviour_top_p < 1.0:
+    scores = top_p_filter(scores, s.behaviour_top_p)
   if not s.ilql:
-    return logits
+    return scores
   q1, q2, v = values
-  return jax.nn.log_softmax(logits, axis=-1) + beta * (jnp.minimum(q1, q2) - v[..., None])
+  return scores + beta * (jnp.minimum(q1, q2) - v[..., None])
 
 
 def ilql_values(cfg: ModelConfig, params: Any, target: Any, s: Settings

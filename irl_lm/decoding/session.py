@@ -3,6 +3,7 @@
 A session turns a prompt batch into the model outputs for the first new token
 (``start``) and then feeds one token per row at a time (``step``). Its carry
 holds the cache and each row's next position (used by decoder-only models).
+``ValueTrunkSession`` runs ILQL's policy and value trunks in lockstep.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from irl_lm.models import ModelOutput
+from irl_lm.models import VALUE_TRUNK, ModelOutput, trunk_params
 
 Array = jax.Array
 Carry = dict[str, Any]
@@ -143,7 +144,42 @@ class T5Session(Session):
     return _last(out), {"cache": cache, "pos": carry["pos"] + 1}
 
 
-def session_for(model: nn.Module, num_new: int, repeat: int) -> Session:
-  """The session class matching the model's kind."""
+class ValueTrunkSession(Session):
+  """The policy trunk and ILQL's separate value trunk in lockstep, a cache each.
+
+  ``params`` are the full parameters (``trunk_params`` and
+  ``params['value_trunk']``); the outputs are the policy's logits and the value
+  trunk's hidden states (what the value heads read).
+  """
+
+  def __init__(self, inner: Session):
+    super().__init__(inner.model, inner.num_new, inner.repeat)
+    self.inner = inner
+
+  def _cache_shapes(self, rows: int, inputs: Mapping[str, Array]) -> Any:
+    shapes = self.inner._cache_shapes(rows, inputs)  # pylint: disable=protected-access
+    return {"policy": shapes, "value": shapes}
+
+  def start(self, params: Any, inputs: Mapping[str, Array]
+            ) -> tuple[ModelOutput, Carry]:
+    out, policy = self.inner.start(trunk_params(params), inputs)
+    value_out, value = self.inner.start(params[VALUE_TRUNK], inputs)
+    return ModelOutput(out.logits, value_out.hidden), {"policy": policy, "value": value}
+
+  def step(self, params: Any, carry: Carry, tokens: Array
+           ) -> tuple[ModelOutput, Carry]:
+    out, policy = self.inner.step(trunk_params(params), carry["policy"], tokens)
+    value_out, value = self.inner.step(params[VALUE_TRUNK], carry["value"], tokens)
+    return ModelOutput(out.logits, value_out.hidden), {"policy": policy, "value": value}
+
+  def reorder(self, carry: Carry, rows: Array, inputs: Mapping[str, Array]) -> Carry:
+    return {k: self.inner.reorder(c, rows, inputs) for k, c in carry.items()}
+
+
+def session_for(model: nn.Module, num_new: int, repeat: int, value_trunk: bool = False
+                ) -> Session:
+  """The session class matching the model's kind; ``value_trunk`` pairs it with
+  ILQL's separate value trunk (``ValueTrunkSession``)."""
   cls = T5Session if model.cfg.kind == "encdec" else DecoderSession
-  return cls(model, num_new, repeat)
+  session = cls(model, num_new, repeat)
+  return ValueTrunkSession(session) if value_trunk else session

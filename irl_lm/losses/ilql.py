@@ -27,6 +27,7 @@ def ilql_loss(
   awac_beta: float = 0.0,
   awac_clip: float = 1e4,
   segment_ids: Optional[jax.Array] = None,
+  truncated: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """ILQL: q_loss + v_loss + cql_weight * cql_loss + awac_weight * awac_loss.
 
@@ -36,8 +37,10 @@ def ilql_loss(
   q_loss = sum_i mean((Q_i[a_t] - y_t)^2); v_loss = mean(|tau - 1[Qhat < v]| (Qhat - v)^2);
   cql_loss = sum_i mean(CE(Q_i, a_t)); awac_loss = mean(w_t CE(logits, a_t)) with
   w_t = stop_gradient(min(exp(awac_beta (Qhat_t - v_t)), awac_clip)); awac_clip only guards
-  against overflow. Metrics: every term plus q_mean (online heads), target_q_mean, v_mean,
-  advantage_mean (Qhat - v) and awac_weight_mean.
+  against overflow. ``truncated`` marks episodes that did not end: their last action
+  bootstraps from v at the next position (see `next_state`). Metrics: every term plus
+  q_mean (online heads), target_q_mean, v_mean, advantage_mean (Qhat - v) and
+  awac_weight_mean.
   """
   q1_sa, q1_lse = target_logit_and_lse(q1, targets)
   q2_sa, q2_lse = target_logit_and_lse(q2, targets)
@@ -45,7 +48,7 @@ def ilql_loss(
   q_hat = jax.lax.stop_gradient(q_hat)
   v = v.astype(jnp.float32)
 
-  next_index, done = next_state(weights, segment_ids)
+  next_index, done = next_state(weights, segment_ids, truncated)
   v_next = jax.lax.stop_gradient(next_value(v, next_index, done))
   q_target = rewards.astype(jnp.float32) + gamma * v_next
   q_loss = masked_mean(jnp.square(q1_sa - q_target), weights)

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 
 
 def next_state(
-  weights: jax.Array, segment_ids: Optional[jax.Array] = None
+  weights: jax.Array,
+  segment_ids: Optional[jax.Array] = None,
+  truncated: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Return (next_index, done), both [batch, length].
 
@@ -16,6 +18,11 @@ def next_state(
   otherwise done is 0.0. The end of the array is never an episode end by itself: an action
   is terminal only when no later action of its segment exists. Segments are assumed to be
   contiguous runs of equal ids (the usual packing layout); None means one segment per row.
+
+  ``truncated`` ([batch, length], non-zero on the positions of an episode that did not end)
+  makes the last action t of such a segment bootstrap: next_index = t + 1 (the state right
+  after it) and done = 0, provided t + 1 is inside the array and the segment; otherwise it
+  stays terminal. None (or all zeros) gives exactly the result without it.
   """
   length = weights.shape[1]
   pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), weights.shape)
@@ -29,7 +36,21 @@ def next_state(
     same_segment = jnp.take_along_axis(segment_ids, safe, axis=1) == segment_ids
     done = done | ~same_segment
     safe = jnp.where(done, pos, safe)
+  if truncated is not None:
+    boot = done & (weights > 0) & (truncated > 0) & _continues(pos + 1, segment_ids)
+    safe = jnp.where(boot, pos + 1, safe)
+    done = done & ~boot
   return safe, done.astype(jnp.float32)
+
+
+def _continues(index: jax.Array, segment_ids: Optional[jax.Array]) -> jax.Array:
+  """Whether ``index`` (one per position) is inside the array and its position's segment."""
+  length = index.shape[1]
+  inside = index < length
+  if segment_ids is None:
+    return inside
+  clipped = jnp.minimum(index, length - 1)
+  return inside & (jnp.take_along_axis(segment_ids, clipped, axis=1) == segment_ids)
 
 
 def next_value(values: jax.Array, next_index: jax.Array, done: jax.Array) -> jax.Array:

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from irl_lm import sharding as shd
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.decoder import Decoder
-from irl_lm.models.heads import HEADS, ValueHeads
+from irl_lm.models.heads import HEADS, VALUE_TRUNK, ValueHeads
 from irl_lm.models.t5 import T5
 
 
@@ -36,13 +36,16 @@ def _heads_init(cfg: ModelConfig, rng: jax.Array) -> Any:
   return ValueHeads(cfg).init({"params": jax.random.fold_in(rng, 1)}, hidden)["params"]
 
 
-def _init_fn(cfg: ModelConfig, heads: bool):
+def _init_fn(cfg: ModelConfig, heads: bool, value_trunk: bool):
   model = build_model(cfg)
   batch = jax.tree.map(jnp.asarray, dummy_batch(cfg))
 
   def init(rng):
-    params = model.init({"params": rng}, batch)["params"]
-    return {**params, HEADS: _heads_init(cfg, rng)} if heads else params
+    trunk = model.init({"params": rng}, batch)["params"]
+    params = {**trunk, HEADS: _heads_init(cfg, rng)} if heads else dict(trunk)
+    if value_trunk:  # starts as a copy of the policy trunk
+      params[VALUE_TRUNK] = jax.tree.map(jnp.copy, trunk)
+    return params
   return init
 
 
@@ -51,29 +54,34 @@ def init_heads(cfg: ModelConfig, rng: jax.Array) -> Any:
   return nn.meta.unbox(_heads_init(cfg, rng))
 
 
-def param_init_fn(cfg: ModelConfig, heads: bool = False) -> Callable[[jax.Array], Any]:
+def param_init_fn(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False
+                  ) -> Callable[[jax.Array], Any]:
   """A pure, jittable ``rng -> params`` (unboxed float32) initialiser.
 
-  ``heads`` adds the ILQL value heads under ``params['heads']``.
+  ``heads`` adds the ILQL value heads under ``params['heads']``;
+  ``value_trunk`` adds ILQL's separate value trunk under
+  ``params['value_trunk']``, a copy of the policy trunk.
   """
-  boxed = _init_fn(cfg, heads)
+  boxed = _init_fn(cfg, heads, value_trunk)
   return lambda rng: nn.meta.unbox(boxed(rng))
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array, shardings: Any | None = None,
-                heads: bool = False) -> Any:
+                heads: bool = False, value_trunk: bool = False) -> Any:
   """Randomly initialised float32 parameters (unboxed), optionally created sharded."""
-  return jax.jit(param_init_fn(cfg, heads), out_shardings=shardings)(rng)
+  return jax.jit(param_init_fn(cfg, heads, value_trunk), out_shardings=shardings)(rng)
 
 
-def param_logical_specs(cfg: ModelConfig, heads: bool = False) -> tuple[Any, Any]:
+def param_logical_specs(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False
+                        ) -> tuple[Any, Any]:
   """(logical PartitionSpec tree, ShapeDtypeStruct tree) of the parameters."""
-  boxed = jax.eval_shape(_init_fn(cfg, heads), jax.random.key(0))
+  boxed = jax.eval_shape(_init_fn(cfg, heads, value_trunk), jax.random.key(0))
   return nn.get_partition_spec(boxed), nn.meta.unbox(boxed)
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: shd.Rules, heads: bool = False
-                    ) -> tuple[Any, Any, Any]:
-  """(logical specs, abstract params, NamedSharding tree) of the parameters on ``mesh``."""
-  specs, abstract = param_logical_specs(cfg, heads)
+def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: shd.Rules, heads: bool = False,
+                    value_trunk: bool = False) -> tuple[Any, Any, Any]:
+  """(logical specs, abstract params, NamedSharding tree) of the parameters on ``mesh``;
+  the value trunk takes the same logical axes, so the same shardings, as the trunk."""
+  specs, abstract = param_logical_specs(cfg, heads, value_trunk)
   return specs, abstract, shd.logical_shardings(specs, abstract, mesh, rules)

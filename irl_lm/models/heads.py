@@ -2,7 +2,9 @@
 
 The networks return logits and hidden states only. The heads are ordinary
 parameters under ``params[HEADS]``, applied by the algorithm that uses them
-(the ILQL train step and ILQL-guided decoding) through ``apply_heads``.
+(the ILQL train step and ILQL-guided decoding) through ``apply_heads``; with a
+separate value trunk (``params[VALUE_TRUNK]``, a second copy of the network)
+they read that trunk's hidden states.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from irl_lm.models.layers import constrain, dense
 Array = jax.Array
 
 HEADS = "heads"  # the params key of the value heads
+VALUE_TRUNK = "value_trunk"  # the params key of ILQL's separate value trunk, when it has one
 Q_HEADS = ("q1", "q2")  # the two vocab-sized Q heads
 V_HEAD = "v"
 
@@ -83,5 +86,6 @@ def q_heads(tree: Any) -> dict[str, Any]:
 
 
 def trunk_params(params: Any) -> Any:
-  """``params`` without the value heads (what the network's ``apply`` takes)."""
-  return {k: v for k, v in params.items() if k != HEADS}
+  """The policy trunk: ``params`` without the value heads and value trunk (what the
+  network's ``apply`` takes)."""
+  return {k: v for k, v in params.items() if k not in (HEADS, VALUE_TRUNK)}

@@ -20,12 +20,13 @@ from irl_lm import sharding as shd
 from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
-from irl_lm.models.heads import HEADS
+from irl_lm.models.heads import HEADS, VALUE_TRUNK
 from irl_lm.models.hf_config import (LFS_POINTER_PREFIX, check_not_lfs_pointer, from_hf_config,
                                      read_json, to_hf_config)
 from irl_lm.models.hf_weights import Entry, ignorable, key_aliases, weight_entries
 
 VALUE_HEADS_FILE = "value_heads.safetensors"
+VALUE_TRUNK_FILE = "value_trunk.safetensors"  # ILQL's separate value trunk, Hugging Face names
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
@@ -197,9 +198,10 @@ def _read_trunk(cfg: ModelConfig, tensors: SafetensorsDir, shapes: dict[tuple[st
   return out
 
 
-def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float32",
-                    mesh: jax.sharding.Mesh | None = None, rules: shd.Rules = shd.DEFAULT_RULES,
-                    rng: jax.Array | None = None, **overrides: Any) -> tuple[nn.Module, Any]:
+def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool = False,
+                    dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
+                    rules: shd.Rules = shd.DEFAULT_RULES, rng: jax.Array | None = None,
+                    **overrides: Any) -> tuple[nn.Module, Any]:
   """Loads a Hugging Face T5 / GPT-2 / Llama checkpoint directory.
 
   Args:
@@ -207,6 +209,9 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
       sharded ``model.safetensors.index.json``).
     value_heads: add ILQL heads; read from ``value_heads.safetensors`` when the
       directory has one, else freshly initialised from ``rng``.
+    value_trunk: add ILQL's separate value trunk under ``params['value_trunk']``;
+      read from ``value_trunk.safetensors`` when the directory has one, else a
+      copy of the checkpoint's trunk.
     dtype: compute dtype (parameters are float32).
     mesh: when given, every parameter is placed straight into its sharding on
       this mesh (one tensor at a time on the host; each device gets its shard).
@@ -223,11 +228,13 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
   if not os.path.exists(cfg_file):
     raise MissingError("no config.json", where=path)
   cfg = from_hf_config(read_json(cfg_file), source=cfg_file, dtype=dtype, **overrides)
-  specs, abstract = param_logical_specs(cfg, heads=value_heads)
+  specs, abstract = param_logical_specs(cfg, heads=value_heads, value_trunk=value_trunk)
   unrolled = cfg.replace(scan_layers=False)
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
   shapes = {k: tuple(v.shape) for k, v in shapes.items()}
   flat = _read_trunk(cfg, SafetensorsDir(path), shapes, path)
+  if value_trunk:
+    flat.update(_read_value_trunk(cfg, path, shapes, flat))
   if value_heads:
     flat.update(_read_heads(cfg, path, rng))
   if cfg.scan_layers:
@@ -244,6 +251,18 @@ def from_pretrained(path: str, *, value_heads: bool = False, dtype: str = "float
     params = {k: jax.make_array_from_callback(v.shape, shardings[k], lambda i, v=v: v[i])
               for k, v in flat.items()}
   return build_model(cfg), traverse_util.unflatten_dict(params)
+
+
+def _read_value_trunk(cfg: ModelConfig, path: str, shapes: dict[tuple[str, ...], Any],
+                      trunk: dict[tuple[str, ...], np.ndarray]
+                      ) -> dict[tuple[str, ...], np.ndarray]:
+  """The value trunk from ``value_trunk.safetensors``, else a copy of ``trunk``."""
+  if os.path.exists(os.path.join(path, VALUE_TRUNK_FILE)):
+    trunk = _read_trunk(cfg, SafetensorsDir(path, files=[VALUE_TRUNK_FILE]), shapes, path)
+  else:
+    logging.info("%s: no %s; the value trunk starts as a copy of the trunk", path,
+                 VALUE_TRUNK_FILE)
+  return {(VALUE_TRUNK,) + k: v for k, v in trunk.items()}
 
 
 def _read_heads(cfg: ModelConfig, path: str, rng: jax.Array | None
@@ -268,20 +287,9 @@ def _read_heads(cfg: ModelConfig, path: str, rng: jax.Array | None
   return {k: np.asarray(tensors[name], np.float32) for k, name in got.items()}
 
 
-def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
-  """Writes ``params`` as a Hugging Face directory (config.json + model.safetensors).
-
-  transformers' PyTorch ``from_pretrained`` loads the directory with the same
-  logits. Value heads, if present, go to ``value_heads.safetensors`` beside it.
-  Sharded (multi-host) parameters are gathered; only process 0 writes.
-  """
-  cfg: ModelConfig = model.cfg
-  params = multihost_utils.process_allgather(params, tiled=True)
-  flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
-  flat = _unstack_layers(flat)
-  if jax.process_index() != 0:
-    return
-  os.makedirs(path, exist_ok=True)
+def _hf_tensors(cfg: ModelConfig, flat: dict[tuple[str, ...], np.ndarray]
+                ) -> dict[str, np.ndarray]:
+  """Trunk parameters (unrolled names) -> Hugging Face tensors."""
   tensors: dict[str, np.ndarray] = {}
   parts: dict[str, dict[int, np.ndarray]] = {}
   for e in weight_entries(cfg):
@@ -294,12 +302,35 @@ def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
       tensors[e.hf_key] = t
   for key, p in parts.items():
     tensors[key] = np.concatenate([p[i] for i in range(len(p))], axis=-1)
-  save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+  return tensors
+
+
+def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
+  """Writes ``params`` as a Hugging Face directory (config.json + model.safetensors).
+
+  transformers' PyTorch ``from_pretrained`` loads the directory with the same
+  logits. Value heads, if present, go to ``value_heads.safetensors`` beside it,
+  and a separate value trunk to ``value_trunk.safetensors`` (Hugging Face
+  names). Sharded (multi-host) parameters are gathered; only process 0 writes.
+  """
+  cfg: ModelConfig = model.cfg
+  params = multihost_utils.process_allgather(params, tiled=True)
+  flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
+  flat = _unstack_layers(flat)
+  if jax.process_index() != 0:
+    return
+  os.makedirs(path, exist_ok=True)
+  save_file(_hf_tensors(cfg, flat), os.path.join(path, "model.safetensors"),
+            metadata={"format": "pt"})
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(to_hf_config(cfg), f, indent=2)
   heads = {"/".join(k[1:]): v for k, v in flat.items() if k[0] == HEADS}
   if heads:
     save_file(heads, os.path.join(path, VALUE_HEADS_FILE))
+  value_trunk = {k[1:]: v for k, v in flat.items() if k[0] == VALUE_TRUNK}
+  if value_trunk:
+    save_file(_hf_tensors(cfg, value_trunk), os.path.join(path, VALUE_TRUNK_FILE),
+              metadata={"format": "pt"})
 
 
 __all__ = ["from_pretrained", "save_pretrained", "SafetensorsDir", "Entry"]

@@ -19,7 +19,7 @@ import optax
 import seqio
 from jax.sharding import Mesh, NamedSharding
 
-from irl_lm import data
+from irl_lm import data, losses
 from irl_lm import sharding as shd
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import (ModelConfig, build_model, from_pretrained, param_init_fn,
@@ -27,10 +27,12 @@ from irl_lm.models import (ModelConfig, build_model, from_pretrained, param_init
 from irl_lm.models.hf_config import load_hf_config
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
+from irl_lm.training import online
 from irl_lm.training.config import validate
 from irl_lm.training.optim import make_optimizer
 from irl_lm.training.state import TrainState, new_state, state_shardings
-from irl_lm.training.step import make_eval_step, make_train_step, uses_value_heads
+from irl_lm.training.step import (make_eval_step, make_train_step, reward_norm,
+                                  uses_value_heads, uses_value_trunk)
 
 
 def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
@@ -131,6 +133,7 @@ def batch_shapes(config: ml_collections.ConfigDict, cfg: ModelConfig
   for k in ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights"):
     out[k] = ((b, n), jnp.int32)
   out["decoder_rewards"] = ((b, n), jnp.float32)
+  out["decoder_truncated"] = ((b, n), jnp.int32)
   return out
 
 
@@ -157,6 +160,7 @@ class Run:
   shardings: TrainState
   train_step: shd.MeshFunction
   eval_step: shd.MeshFunction
+  value_trunk: bool = False  # ILQL's separate value trunk under params['value_trunk']
 
   @property
   def kind(self) -> str:
@@ -178,20 +182,26 @@ class Run:
     return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding(len(shape)))
             for k, (shape, dtype) in batch_shapes(self.config, self.model_cfg).items()}
 
-  def init_state(self, params: Any | None = None) -> TrainState:
+  def init_state(self, params: Any | None = None,
+                 reward_stats: losses.ReturnStats | None = None) -> TrainState:
     """The sharded state at step 0, created under jit (never whole on one device).
 
     ``params`` (e.g. from ``init_from``) are the starting parameters; None
-    initialises them randomly from ``config.seed``.
+    initialises them randomly from ``config.seed``. ``reward_stats`` start ILQL's
+    ``reward_norm`` statistics (None: empty, which normalise nothing).
     """
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
     heads = self.value_heads
+    replay = lambda: online.empty_replay(self.state_abstract.replay)
+    stats = None
+    if self.state_abstract.reward_stats is not None:
+      stats = losses.empty_return_stats() if reward_stats is None else reward_stats
     if params is None:
-      make = lambda r: new_state(param_init_fn(self.model_cfg, heads)(r), self.tx, state_rng,
-                                 heads)
+      init = param_init_fn(self.model_cfg, heads, self.value_trunk)
+      make = lambda r: new_state(init(r), self.tx, state_rng, heads, replay(), stats)
       arg = init_rng
     else:
-      make = lambda p: new_state(p, self.tx, state_rng, heads)
+      make = lambda p: new_state(p, self.tx, state_rng, heads, replay(), stats)
       arg = params
     return shd.jit(make, self.mesh, self.rules, out_shardings=self.shardings)(arg)
 
@@ -199,13 +209,15 @@ class Run:
     """``model.init_from``'s weights placed on the mesh (None: random init).
 
     For ILQL the value heads come from ``value_heads.safetensors`` or start
-    fresh from ``config.seed``.
+    fresh from ``config.seed``; a separate value trunk comes from
+    ``value_trunk.safetensors`` or starts as a copy of the checkpoint's trunk.
     """
     m = self.config.model
     if not m.init_from:
       return None
     _, params = from_pretrained(
-        m.init_from, value_heads=self.value_heads, mesh=self.mesh, rules=self.rules,
+        m.init_from, value_heads=self.value_heads, value_trunk=self.value_trunk,
+        mesh=self.mesh, rules=self.rules,
         rng=jax.random.PRNGKey(self.config.seed), **_execution(self.config))
     logging.info("Starting from %s", m.init_from)
     return params
@@ -232,14 +244,24 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
   model = build_model(cfg)
   tx, schedule = optimizer(config)
   heads = uses_value_heads(config)
-  abstract, shardings = state_shardings(cfg, tx, mesh, rules, heads)
+  value_trunk = uses_value_trunk(config)
+  abstract, shardings = state_shardings(cfg, tx, mesh, rules, heads, value_trunk)
+  if config.loss.iqlearn.online.enable:  # online IQLearn's replay buffer joins the state
+    replay = online.replay_abstract(batch_shapes(config, cfg),
+                                    config.loss.iqlearn.online.buffer_size)
+    abstract = abstract.replace(replay=replay)
+    shardings = shardings.replace(replay=online.replay_shardings(replay, mesh, rules))
+  if reward_norm(config) != "none":  # ILQL's return statistics join the state, replicated
+    stats = jax.eval_shape(losses.empty_return_stats)
+    abstract = abstract.replace(reward_stats=stats)
+    shardings = shardings.replace(reward_stats=jax.tree.map(lambda _: shd.replicated(mesh), stats))
   batch = shd.batch_sharding(mesh, rules)
   train_step = shd.jit(make_train_step(model, config, tx, schedule), mesh, rules,
                        in_shardings=(shardings, batch),
                        out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
   eval_step = shd.jit(make_eval_step(model, config), mesh, rules, in_shardings=(shardings, batch))
   return Run(config, mesh, rules, task, cfg, model, tx, schedule, heads, abstract, shardings,
-             train_step, eval_step)
+             train_step, eval_step, value_trunk=value_trunk)
 
 
 def restore_params(workdir: str, step: int | None = None
@@ -254,7 +276,8 @@ def restore_params(workdir: str, step: int | None = None
   task = get_task(config)
   mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
   heads = uses_value_heads(config)
-  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules), heads)
+  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules), heads,
+                                           uses_value_trunk(config))
   want, where = {"params": abstract}, {"params": shardings}
   if heads:
     want["target_q"], where["target_q"] = q_heads(abstract), q_heads(shardings)

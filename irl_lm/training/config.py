@@ -19,6 +19,7 @@ LOSSES = ("mle", "iqlearn", "ilql")
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("constant", "cosine", "linear")
 ACCUM_MODES = ("microbatch", "multisteps")
+REWARD_NORMS = ("none", "dataset", "running")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -36,9 +37,14 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.loss = dict(
       name="iqlearn",
-      iqlearn=dict(lam=0.1, lam_warmup_steps=0, gamma=1.0, stop_grad_next=False),
+      iqlearn=dict(lam=0.1, lam_warmup_steps=0, gamma=1.0, stop_grad_next=False,
+                   # online: policy samples in the value term (docs/training.md)
+                   online=dict(enable=False, mix=0.5, temperature=1.0, every=1,
+                               buffer_size=256)),
       ilql=dict(tau=0.7, gamma=0.99, cql_weight=0.1, awac_weight=1.0, awac_beta=0.0,
-                awac_clip=1e4, polyak_rate=0.005, polyak_every=1),
+                awac_clip=1e4, polyak_rate=0.005, polyak_every=1,
+                separate_value_trunk=False,  # True: Q/V heads on a second copy of the trunk
+                reward_norm="none"),  # none | dataset | running: z-score episode returns
   )
   c.data = dict(
       task="embedded_summarize",
@@ -166,15 +172,17 @@ _POSITIVE = ("train.steps", "data.batch_size", "data.inputs_length", "data.targe
              "train.log_every", "train.eval_every", "train.checkpoint_every",
              "train.max_nonfinite_steps", "optimizer.grad_accum_steps", "eval.batch_size",
              "eval.num_examples", "loss.ilql.polyak_every", "decoding.num_beams",
+             "loss.iqlearn.online.every", "loss.iqlearn.online.buffer_size",
              "decoding.num_samples")
 _NON_NEGATIVE = ("train.keep_checkpoints", "optimizer.learning_rate", "optimizer.warmup_steps",
                  "optimizer.weight_decay", "optimizer.grad_clip_norm", "optimizer.eps",
                  "optimizer.end_learning_rate_factor", "loss.iqlearn.lam",
                  "loss.iqlearn.lam_warmup_steps", "loss.ilql.cql_weight",
                  "loss.ilql.awac_weight", "loss.ilql.awac_beta", "decoding.top_k",
+                 "decoding.behaviour_top_k",
                  "mesh.num_devices", "train.peak_flops_per_device", "decoding.max_new_tokens")
 _UNIT = ("loss.iqlearn.gamma", "loss.ilql.gamma", "loss.ilql.tau", "optimizer.b1",
-         "optimizer.b2")
+         "optimizer.b2", "loss.iqlearn.online.mix")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -196,6 +204,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(flat, "optimizer.name", OPTIMIZERS)
   _check_choice(flat, "optimizer.schedule", SCHEDULES)
   _check_choice(flat, "optimizer.grad_accum_mode", ACCUM_MODES)
+  _check_choice(flat, "loss.ilql.reward_norm", REWARD_NORMS)
   _check_choice(flat, "train.best_mode", ("max", "min"))
   _check_choice(flat, "decoding.method", ("greedy", "sample", "beam"))
   for key in _POSITIVE:
@@ -208,7 +217,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_range(flat, "loss.ilql.awac_clip", 0, low_open=True)
   _check_range(flat, "model.dropout_rate", 0, 1, high_open=True)
   _check_range(flat, "decoding.temperature", 0, low_open=True)
+  _check_range(flat, "loss.iqlearn.online.temperature", 0, low_open=True)
   _check_range(flat, "decoding.top_p", 0, 1, low_open=True)
+  _check_range(flat, "decoding.behaviour_top_p", 0, 1, low_open=True)
   if flat["data.batch_size"] % flat["optimizer.grad_accum_steps"]:
     raise ConfigError("batch not divisible into micro-batches", "config.data.batch_size",
                       expected=f"a multiple of config.optimizer.grad_accum_steps="
@@ -227,3 +238,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
                       "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
                       "directory with spiece.model / tokenizer.json)", "config.data.vocabulary_path")
+  if flat["loss.iqlearn.online.enable"]:
+    _check_online(flat)
+
+
+def _check_online(flat: dict[str, Any]) -> None:
+  """What online IQLearn needs of the rest of the config (the buffer over the mesh follows
+  from ``data.batch_size``, which ``builders.make_mesh`` checks against the batch shards)."""
+  key = "config.loss.iqlearn.online.enable"
+  if flat["loss.name"] != "iqlearn":
+    raise ConfigError("online IQLearn needs the IQLearn loss", key,
+                      expected="config.loss.name='iqlearn'", found=repr(flat["loss.name"]))
+  if flat["data.pack"]:
+    raise ConfigError("online IQLearn lays out one example per row", key,
+                      expected="config.data.pack=False", found="True")
+  if flat["optimizer.grad_accum_mode"] == "microbatch" and flat["optimizer.grad_accum_steps"] > 1:
+    raise ConfigError("online IQLearn does not split its policy batch into micro-batches", key,
+                      expected="config.optimizer.grad_accum_steps=1 or grad_accum_mode="
+                      "'multisteps'", found=f"grad_accum_steps={flat['optimizer.grad_accum_steps']}"
+                      " with grad_accum_mode='microbatch'")
+  size, batch = flat["loss.iqlearn.online.buffer_size"], flat["data.batch_size"]
+  if size % batch:
+    raise ConfigError("replay buffer not a whole number of batches",
+                      "config.loss.iqlearn.online.buffer_size",
+                      expected=f"a multiple of config.data.batch_size={batch}", found=size)

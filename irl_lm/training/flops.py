@@ -25,14 +25,15 @@ def _scores(cfg: ModelConfig, keys: float) -> float:
 
 
 def forward_flops_per_example(cfg: ModelConfig, inputs_length: int, targets_length: int,
-                              value_heads: bool = False, target_heads: bool = False) -> float:
+                              value_heads: bool = False, target_heads: bool = False,
+                              value_trunk: bool = False) -> float:
   """Forward FLOPs (2 x multiply-adds) for one example.
 
   Decoder-only rows are ``inputs_length + targets_length`` long; causal
   attention counts half the keys. T5 adds the encoder over the inputs and
   cross-attention (k/v over encoder tokens, scores over all of them).
   ``value_heads`` adds ILQL's Q1, Q2 and V heads, ``target_heads`` its two
-  target Q heads.
+  target Q heads, ``value_trunk`` its separate value trunk (without an LM head).
   """
   if cfg.kind == "encdec":
     te, td = inputs_length, targets_length
@@ -47,6 +48,8 @@ def forward_flops_per_example(cfg: ModelConfig, inputs_length: int, targets_leng
     dec = cfg.num_layers * td * (_attn_proj(cfg) + _mlp(cfg) + _scores(cfg, td / 2))
   head = td * cfg.d_model * cfg.vocab_size
   total = enc + dec + head
+  if value_trunk:  # a second trunk; its LM head's logits are not computed
+    total += enc + dec
   if value_heads:
     q_head = 2 * cfg.d_model * cfg.d_model + 2 * cfg.d_model * cfg.vocab_size
     total += td * (2 * q_head + 2 * cfg.d_model * cfg.d_model)
@@ -57,12 +60,15 @@ def forward_flops_per_example(cfg: ModelConfig, inputs_length: int, targets_leng
 
 
 def train_flops_per_step(cfg: ModelConfig, batch_size: int, inputs_length: int,
-                         targets_length: int, value_heads: bool = False) -> float:
+                         targets_length: int, value_heads: bool = False,
+                         value_trunk: bool = False) -> float:
   """Training FLOPs per step: 3x forward (backward = 2x); with ``value_heads``
-  (ILQL) the heads train too and the target heads run forward only."""
-  fwd = forward_flops_per_example(cfg, inputs_length, targets_length, value_heads)
-  extra = forward_flops_per_example(cfg, inputs_length, targets_length, True, True) - fwd \
-      if value_heads else 0.0
+  (ILQL) the heads (and a separate ``value_trunk``) train too and the target
+  heads run forward only."""
+  fwd = forward_flops_per_example(cfg, inputs_length, targets_length, value_heads,
+                                  value_trunk=value_trunk)
+  extra = forward_flops_per_example(cfg, inputs_length, targets_length, True, True,
+                                    value_trunk) - fwd if value_heads else 0.0
   return batch_size * (3.0 * fwd + extra)
 
 

@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from irl_lm import data
+from irl_lm import data, losses
 from irl_lm.data.checks import check_split, has_rewards
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.training import builders, evaluation, flops
@@ -19,6 +20,7 @@ from irl_lm.training.checkpoints import Checkpointer, describe_run, write_config
 from irl_lm.training.host_batches import HostBatches, saved_num_shards
 from irl_lm.training.metrics_log import MetricsLog
 from irl_lm.training.preemption import Preempted, PreemptionWatch
+from irl_lm.training.step import reward_norm
 
 
 class NonFiniteError(UserError, RuntimeError):
@@ -49,6 +51,25 @@ def check_data(config: ml_collections.ConfigDict, task: Any) -> None:
   check_split(task, d.eval_split, lengths, "config.data.eval_split")
 
 
+REWARD_NORM_MAX_EXAMPLES = 100_000  # reward_norm="dataset" reads at most this many examples
+
+
+def dataset_reward_stats(config: ml_collections.ConfigDict, task: Any
+                         ) -> losses.ReturnStats | None:
+  """``loss.ilql.reward_norm="dataset"``'s return statistics: one pass over the first
+  ``REWARD_NORM_MAX_EXAMPLES`` examples of the train split (None for other settings)."""
+  if reward_norm(config) != "dataset":
+    return None
+  d = config.data
+  returns = data.split_returns(task, d.train_split,
+                               {"inputs": d.inputs_length, "targets": d.targets_length},
+                               REWARD_NORM_MAX_EXAMPLES)
+  stats = losses.return_stats(jnp.asarray(returns), jnp.ones(returns.shape, bool))
+  logging.info("Reward normalisation over %d finished episodes: mu %.4g, sigma %.4g",
+               len(returns), float(stats["mean"]), float(losses.return_std(stats)))
+  return stats
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (resuming from ``workdir`` if it has checkpoints) and returns the last metrics.
 
@@ -72,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     latest, state, data_state = restored
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
-    state = run.init_state(run.initial_params())
+    state = run.init_state(run.initial_params(), dataset_reward_stats(config, run.task))
   train_iter = HostBatches(run.task, config.data.train_split, run.kind, lengths,
                            config.data.batch_size, seed=config.seed, pack=config.data.pack,
                            index=shard.index, count=shard.num_shards,
@@ -83,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("%s", describe(state, run.mesh))
 
   evaluator = evaluation.Evaluator(run, (shard.index, shard.num_shards))
-  perf = _Throughput(config, run.model_cfg, run.value_heads)
+  perf = _Throughput(config, run.model_cfg, run.value_heads, run.value_trunk)
   log = MetricsLog(workdir, config.train.steps, int(state.step))
   preemption = PreemptionWatch()
   try:
@@ -101,10 +122,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 class _Throughput:
   """Step time, tokens/s and MFU from wall-clock time between log points."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, value_heads: bool):
+  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, value_heads: bool,
+               value_trunk: bool):
     d = config.data
     self.flops = flops.train_flops_per_step(model_cfg, d.batch_size, d.inputs_length,
-                                            d.targets_length, value_heads)
+                                            d.targets_length, value_heads, value_trunk)
     decoder_only = model_cfg.kind == "decoder"
     self.tokens = d.batch_size * (d.targets_length + (d.inputs_length if decoder_only else 0))
     self.peak = (config.train.peak_flops_per_device or flops.measure_peak_flops()) \

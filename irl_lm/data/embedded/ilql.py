@@ -25,6 +25,8 @@ logged responses are fully correct: optimal responses must stitch the correct
 halves of different logged responses, which offline RL (ILQL) can do and behaviour
 cloning cannot.
 """
+import itertools
+import math
 import random
 import re
 
@@ -142,3 +144,26 @@ def reward_metric(targets: list[str], predictions: list[str]) -> dict[str, float
     raise ValueError(f"{len(targets)} prompts but {len(predictions)} predictions")
   total = sum(score(p, r) for p, r in zip(targets, predictions))
   return {"reward": total / len(targets) if targets else 0.0}
+
+
+def bc_loss_floor(examples: list[dict], token_counts: list[int]) -> float:
+  """The lowest mean per-token NLL a behaviour-cloning model can reach on ``examples``.
+
+  Only the colours are random under the logging policy (everything else in a
+  response follows from the prompt), so the floor is the entropy of the four
+  colour choices under the half-specialist mixture, divided by the number of
+  response tokens (``token_counts``, EOS included).
+  """
+  accuracy = {True: GOOD_HALF_ACCURACY, False: BAD_HALF_ACCURACY}
+  total = 0.0
+  for ex in examples:
+    objects = prompt_objects(ex["inputs"])
+    for right in itertools.product((False, True), repeat=len(objects)):
+      p = sum(0.5 * math.prod(accuracy[(i < NUM_SLOTS // 2) == first_good] if r else
+                              1 - accuracy[(i < NUM_SLOTS // 2) == first_good]
+                              for i, r in enumerate(right))
+              for first_good in (True, False))
+      # a right answer is uniform over the object's colours
+      total += p * (-math.log(p) + sum(math.log(len(COLORS_OF[o]))
+                                       for o, r in zip(objects, right) if r))
+  return total / sum(token_counts)

@@ -1,0 +1,172 @@
+"""Online IQLearn's policy samples: decoded inside the train step into a FIFO replay buffer.
+
+Every ``loss.iqlearn.online.every`` steps (step 0 included) the step samples one
+continuation per prompt of its expert batch with the KV-cache decoder, lays the
+samples out as training rows and writes them into the buffer; every step then
+draws a policy batch from the buffer's filled part. The buffer is part of the
+train state: ``{'rows': {feature: [slots, batch, ...]}, 'count': refreshes so
+far}``, one slot per refresh, sharded along the batch axes like a batch, so it is
+checkpointed and restored with the rest of the state.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh, NamedSharding
+
+from irl_lm import sharding as shd
+from irl_lm.decoding.sampling import Settings
+from irl_lm.decoding.search import sample_or_greedy
+from irl_lm.decoding.session import session_for
+from irl_lm.models import trunk_params
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Replay = dict[str, Any]
+
+POLICY = "policy"  # the key of the policy batch in the batch the loss sees
+ROW_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                "decoder_loss_weights", "decoder_segment_ids", "decoder_positions")
+
+
+def replay_abstract(batch_shapes: Mapping[str, tuple[tuple[int, ...], Any]],
+                    buffer_size: int) -> Replay:
+  """The buffer as ``ShapeDtypeStruct``s, from one batch's ``{feature: (shape, dtype)}``."""
+  rows = {}
+  for k, (shape, dtype) in batch_shapes.items():
+    if k in ROW_FEATURES:
+      rows[k] = jax.ShapeDtypeStruct((buffer_size // shape[0],) + shape, dtype)
+  return {"rows": rows, "count": jax.ShapeDtypeStruct((), jnp.int32)}
+
+
+def replay_shardings(abstract: Replay, mesh: Mesh, rules: shd.Rules) -> Replay:
+  """Rows split over the batch axes (their second axis), the counter replicated."""
+  def rows(x: jax.ShapeDtypeStruct) -> NamedSharding:
+    names = (None, "batch") + (None,) * (x.ndim - 2)
+    return NamedSharding(mesh, shd.logical_to_spec(names, rules, mesh, x.shape))
+  return {"rows": jax.tree.map(rows, abstract["rows"]), "count": shd.replicated(mesh)}
+
+
+def empty_replay(abstract: Replay) -> Replay:
+  """An empty buffer of ``abstract``'s shapes (None, the offline state's, stays None)."""
+  return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
+
+
+def online_keys(rng: Array) -> tuple[Array, Array]:
+  """(sampling key, draw key) of a step from its rng (``fold_in(state.rng, step)``)."""
+  gen, draw = jax.random.split(jax.random.fold_in(rng, 1))
+  return gen, draw
+
+
+def first_action(weights: Array) -> Array:
+  """Per row, the position of the first weight-1 target (0 if none): where a prompt ends."""
+  return jnp.argmax(weights > 0, axis=1).astype(jnp.int32)
+
+
+def decoder_rows(batch: Batch, tokens: Array, lengths: Array) -> dict[str, Array]:
+  """Decoder-only rows: the expert row up to its first action, then the samples.
+
+  ``tokens`` [b, n] and ``lengths`` [b] are the decoder's output; samples past the
+  row's end are cut. A row without actions stays empty (all padding).
+  """
+  weights = batch["decoder_loss_weights"]
+  start = first_action(weights)[:, None]
+  lengths = jnp.where(jnp.any(weights > 0, axis=1), lengths, 0)[:, None]
+  pos = jnp.arange(weights.shape[1], dtype=jnp.int32)[None]
+  j = pos - start
+  sampled = jnp.take_along_axis(tokens, jnp.clip(j, 0, tokens.shape[1] - 1), axis=1)
+  action = (j >= 0) & (j < lengths)
+  seg = (pos < start + lengths).astype(jnp.int32)
+  targets = jnp.where(j < 0, batch["decoder_target_tokens"], jnp.where(action, sampled, 0)) * seg
+  shifted = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+  return {"decoder_input_tokens": shifted * seg, "decoder_target_tokens": targets,
+          "decoder_loss_weights": action.astype(jnp.int32), "decoder_segment_ids": seg,
+          "decoder_positions": pos * seg}
+
+
+def encdec_rows(batch: Batch, tokens: Array, lengths: Array, start_id: int
+                ) -> dict[str, Array]:
+  """T5 rows: the expert's encoder inputs, the samples as decoder targets."""
+  inside = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None] < lengths[:, None]
+  shifted = jnp.concatenate([jnp.full_like(tokens[:, :1], start_id), tokens[:, :-1]], axis=1)
+  return {"encoder_input_tokens": batch["encoder_input_tokens"],
+          "decoder_input_tokens": jnp.where(inside, shifted, 0), "decoder_target_tokens": tokens,
+          "decoder_loss_weights": inside.astype(jnp.int32)}
+
+
+def write(replay: Replay, rows: Mapping[str, Array]) -> Replay:
+  """The buffer with ``rows`` in the next slot (FIFO: the oldest slot once full)."""
+  slots = next(iter(replay["rows"].values())).shape[0]
+  slot = replay["count"] % slots
+  new = {k: jax.lax.dynamic_update_index_in_dim(v, rows[k].astype(v.dtype), slot, 0)
+         for k, v in replay["rows"].items()}
+  return {"rows": new, "count": replay["count"] + 1}
+
+
+def draw(replay: Replay, key: Array) -> dict[str, Array]:
+  """A policy batch: row ``i`` is row ``i`` of a filled slot drawn uniformly.
+
+  Each row only moves along the slot axis, so the draw stays on its device.
+  """
+  some = next(iter(replay["rows"].values()))
+  slots, rows = some.shape[:2]
+  pick = jax.random.randint(key, (rows,), 0, jnp.minimum(replay["count"], slots))
+  chosen = jnp.arange(slots)[:, None] == pick[None]  # [slots, rows]
+
+  def take(x: Array) -> Array:
+    mask = chosen.reshape(chosen.shape + (1,) * (x.ndim - 2))
+    return jnp.sum(jnp.where(mask, x, 0), axis=0).astype(x.dtype)
+  return {k: take(v) for k, v in replay["rows"].items()}
+
+
+def make_sampler(model: nn.Module, config: ml_collections.ConfigDict
+                 ) -> Callable[[Any, Batch, Array], dict[str, Array]]:
+  """``(params, expert batch, key) -> policy rows``: one sample per prompt, laid out as rows.
+
+  Prompts: T5's encoder inputs; decoder-only, each row's decoder inputs up to and
+  including its first action's position. Decodes ``data.targets_length`` tokens at
+  ``online.temperature`` with the trunk's parameters.
+  """
+  cfg, n = model.cfg, config.data.targets_length
+  settings = Settings(method="sample", max_new_tokens=n, eos_id=cfg.eos_id,
+                      temperature=config.loss.iqlearn.online.temperature)
+  session = session_for(model, n, 1)
+
+  def sample(params: Any, batch: Batch, key: Array) -> dict[str, Array]:
+    if cfg.kind == "encdec":
+      prompts = {"encoder_input_tokens": batch["encoder_input_tokens"]}
+    else:
+      prompts = {"decoder_input_tokens": batch["decoder_input_tokens"],
+                 "prompt_lengths": first_action(batch["decoder_loss_weights"]) + 1}
+    tokens, _, lengths = sample_or_greedy(session, settings, trunk_params(params), prompts,
+                                          None, jnp.float32(0.0), key)
+    if cfg.kind == "encdec":
+      return encdec_rows(batch, tokens, lengths, cfg.decoder_start_id)
+    return decoder_rows(batch, tokens, lengths)
+
+  return sample
+
+
+def make_policy_batch(model: nn.Module, config: ml_collections.ConfigDict
+                      ) -> Callable[[Replay, Any, Batch, Array, Array], tuple[Replay, dict]]:
+  """``(replay, params, batch, step, rng) -> (replay, policy batch)`` for the train step.
+
+  Refreshes the buffer under ``lax.cond`` when ``step % online.every == 0``, then
+  draws. ``rng`` is the step's rng; the keys come from ``online_keys``.
+  """
+  sample = make_sampler(model, config)
+  every = config.loss.iqlearn.online.every
+
+  def policy_batch(replay: Replay, params: Any, batch: Batch, step: Array, rng: Array
+                   ) -> tuple[Replay, dict[str, Array]]:
+    gen, pick = online_keys(rng)
+    replay = jax.lax.cond(step % every == 0, lambda r: write(r, sample(params, batch, gen)),
+                          lambda r: r, replay)
+    return replay, draw(replay, pick)
+
+  return policy_batch
