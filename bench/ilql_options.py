@@ -5,8 +5,9 @@
 The model of bench/train_step.py (T5 v1.1 layout, ~30M parameters). Interleaved
 rounds (see harness.py): the ILQL train step with the shared trunk against
 ``loss.ilql.separate_value_trunk=True``, and ILQL-guided decoding (beta 4,
-target heads) without filtering, with ``behaviour_top_k=20``, with
-``behaviour_top_p=0.95`` and with a separate value trunk. Prints each case's
+target heads) without filtering, with trlx's ``top_k=20`` on the perturbed
+scores, with ``behaviour_top_k=20``, with ``behaviour_top_p=0.95`` and with a
+separate value trunk. Prints each case's
 time per call and its ratio to the baseline (median and min-max over rounds);
 writes bench/results/ilql_options.json.
 """
@@ -72,7 +73,8 @@ def main() -> None:
   separate = {**params, VALUE_TRUNK: jax.tree.map(lambda x: x * 1.01, trunk_params(params))}
   prompts = {"encoder_input_tokens": batch["encoder_input_tokens"][:args.decode_batch]}
   case = lambda p, **kw: decode_case(model, p, prompts, args.new_tokens, **kw)
-  decode = {"trlx rule": case(params), "behaviour_top_k=20": case(params, behaviour_top_k=20),
+  decode = {"trlx rule": case(params), "top_k=20 (trlx's default)": case(params, top_k=20),
+            "behaviour_top_k=20": case(params, behaviour_top_k=20),
             "behaviour_top_p=0.95": case(params, behaviour_top_p=0.95),
             "separate trunk": case(separate)}
   times = {"train": harness.interleave(train, rounds=args.rounds, calls=args.calls),

@@ -252,3 +252,21 @@ def test_separate_value_trunk_restores_exports_and_decodes(tmp_path):
           output_path=str(tmp_path / "out.jsonl"), workdir=str(tmp_path / "run"))
   rows = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
   assert len(rows) == 1 and len(rows[0]["samples"]) == len(rows[0]["scores"]) == 1
+
+
+def test_value_trunk_starts_as_a_copy_of_the_init_from_checkpoint(tmp_path):
+  from irl_lm.models import VALUE_TRUNK, init_params, preset, save_pretrained, trunk_params
+  cfg = preset("t5-tiny", vocab_size=256)
+  hf = init_params(cfg, jax.random.key(42))
+  save_pretrained(build_model(cfg), hf, str(tmp_path / "hf"))
+  c = tiny_config("ilql", mesh=(2, 2, 2), num_devices=0)
+  c.model.init_from = str(tmp_path / "hf")
+  c.loss.ilql.separate_value_trunk = True
+  run = builders.build_run(c)
+  params = run.initial_params()
+  assert_trees_equal(trunk_params(params), hf)
+  assert_trees_equal(params[VALUE_TRUNK], hf)
+  assert jax.tree.map(lambda x: x.sharding, params[VALUE_TRUNK]) == \
+      jax.tree.map(lambda x: x.sharding, trunk_params(params))
+  state = run.init_state(params)
+  assert_trees_equal(state.params[VALUE_TRUNK], hf)
