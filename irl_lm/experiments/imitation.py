@@ -51,19 +51,20 @@ class Settings:
   cont_len: int = 24
   n_train: int = 4000
   n_broad: int = 8000
-  n_eval: int = 128  # prompts per validation / test split
+  n_eval: int = 100  # prompts per validation / test split
   samples: int = 5  # per prompt, for Self-BLEU
   expert_temperature: float = 0.7
   broad_temperature: float = 1.5
   temperatures: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0)
   beams: int = 4
   student: str = "gpt2-tiny"
-  teacher_steps: int = 3000
+  teacher_steps: int = 1500
   pretrain_steps: int = 1500
   finetune_steps: int = 600
   scratch_steps: int = 1500
-  lrs: tuple[float, ...] = (1e-3, 3e-3)
-  lams: tuple[float, ...] = (0.1, 0.3, 1.0)
+  mle_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # MLE's grid: its learning rate
+  lams: tuple[float, ...] = (0.03, 0.1, 0.3)  # (online) IQLearn's grid: lam at iqlearn_lr
+  iqlearn_lr: float = 3e-3
   # Online IQLearn: with gamma = 1 its value term over the samples telescopes to V of the
   # prompt (docs/losses.md), so the samples would only count through their lengths.
   online_gamma: float = 0.9
@@ -77,7 +78,7 @@ class Settings:
 
 QUICK = Settings(n_train=64, n_broad=64, n_eval=4, samples=2, temperatures=(0.5, 1.0),
                  teacher_steps=30, pretrain_steps=8, finetune_steps=8, scratch_steps=8,
-                 lrs=(3e-3,), lams=(0.3,), tune_seeds=1, seeds=1)
+                 mle_lrs=(3e-3,), lams=(0.3,), tune_seeds=1, seeds=1)
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -259,8 +260,10 @@ def _name(method: str, lam: float, lr: float, seed: int, init: str) -> str:
 
 
 def _grid(s: Settings, methods: tuple[str, ...]) -> list[tuple[str, float, float]]:
-  return [(m, lam, lr) for m in methods for lr in s.lrs for lam in ((0.0,) if m == "mle"
-                                                                   else s.lams)]
+  """(method, lam, lr) of every tuning run: MLE over its learning rates, IQLearn over lam."""
+  return [(m, lam, lr) for m in methods
+          for lam, lr in ([(0.0, lr) for lr in s.mle_lrs] if m == "mle"
+                          else [(lam, s.iqlearn_lr) for lam in s.lams])]
 
 
 def run_benchmark(*, teacher_dir: str | None, workroot: str, settings: Settings, workers: int,
@@ -287,7 +290,7 @@ def run_benchmark(*, teacher_dir: str | None, workroot: str, settings: Settings,
   common = {"data": data, "teacher": teacher, "settings": s}
   progress("imitation: pretraining one student per seed on the broad corpus")
   pre = run_stage([Job(f"pretrain_seed{k}", f"{me}:train_student",
-                       {**common, "method": "pretrain", "lam": 0.0, "lr": max(s.lrs),
+                       {**common, "method": "pretrain", "lam": 0.0, "lr": s.iqlearn_lr,
                         "steps": s.pretrain_steps, "seed": k}) for k in range(s.seeds)],
                   workroot, workers, progress)
   init = {k: pre[f"pretrain_seed{k}"].get("path", "") for k in range(s.seeds)}
@@ -336,7 +339,7 @@ def _choose(results: dict[str, dict[str, Any]], s: Settings, method: str, name) 
     score = float(np.mean(scores)) if scores else -np.inf
     if score > best_score:
       best, best_score = (lam, lr), score
-  return best or (s.lams[0] if method != "mle" else 0.0, s.lrs[0])
+  return best or _grid(s, (method,))[0][1:]
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class Settings:
   bc_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
   fractions: tuple[float, ...] = (0.1, 0.25, 0.5)
   ilql_variants: tuple[tuple[float, float], ...] = (  # (tau, polyak_rate)
-      (0.7, 0.005), (0.7, 0.05), (0.9, 0.005), (0.9, 0.05))
+      (0.7, 0.005), (0.7, 0.05), (0.7, 0.2), (0.9, 0.05))
   betas: tuple[float, ...] = (0.0, 1.0, 4.0, 16.0, 64.0)
   n_eval: int = 256  # prompts or episodes per validation / test split
   seeds: int = 5
