@@ -51,13 +51,7 @@ def memory(run: Run, batch: dict) -> int:
 
 
 def stepper(run: Run, batch: dict, stats=None) -> Callable[[], None]:
-  box = [run.init_state(reward_stats=stats)]
-  device_batch = run.shard_batch(batch)
-
-  def call() -> None:
-    box[0], metrics = run.train_step(box[0], device_batch)
-    jax.block_until_ready(metrics)
-  return call
+  return harness.train_step_case(run, batch, run.init_state(reward_stats=stats))
 
 
 def main() -> None:

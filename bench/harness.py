@@ -118,3 +118,16 @@ def matmul_case(n: int = 2048) -> tuple[Callable[[], Any], float]:
   """A float32 ``n x n`` matmul to interleave with the cases (the peak stand-in) and its FLOPs."""
   from irl_lm.training import flops
   return flops.matmul_call(n)
+
+
+def train_step_case(run: Any, batch: dict[str, Any], state: Any = None) -> Callable[[], None]:
+  """One ``run.train_step`` per call on a fixed batch; the state carries over between calls
+  (``state``: the first one; default ``run.init_state()``)."""
+  import jax
+  box = [run.init_state() if state is None else state]
+  device_batch = run.shard_batch(batch)
+
+  def call() -> None:
+    box[0], metrics = run.train_step(box[0], device_batch)
+    jax.block_until_ready(metrics)
+  return call

@@ -45,13 +45,7 @@ def case(config) -> Callable[[], None]:
   batch = next(data.BatchIterator(run.task, d.train_split, run.kind,
                                   {"inputs": d.inputs_length, "targets": d.targets_length},
                                   d.batch_size, seed=0))
-  device_batch = run.shard_batch(batch)
-  box = [run.init_state()]
-
-  def call() -> None:
-    box[0], metrics = run.train_step(box[0], device_batch)
-    jax.block_until_ready(metrics)
-  return call
+  return harness.train_step_case(run, batch)
 
 
 def main() -> None:

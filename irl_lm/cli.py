@@ -209,7 +209,7 @@ def _guard(main: Callable[[list[str]], Any], log_file: Callable[[], str | None] 
   return guarded
 
 
-def _load_tensorflow_quietly(argv: list[str]) -> None:
+def load_tensorflow_quietly(argv: list[str]) -> None:
   """Imports TensorFlow with fd 2 captured: its C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL.
 
   The captured lines are shown only if the import fails or ``--verbosity`` is given.
@@ -238,7 +238,7 @@ def _load_tensorflow_quietly(argv: list[str]) -> None:
 def run(main: Callable[[list[str]], Any],
         log_file: Callable[[], str | None] | None = None) -> None:
   """``app.run(main)`` with one-line user errors; ``log_file()`` names the full log."""
-  _load_tensorflow_quietly(sys.argv)
+  load_tensorflow_quietly(sys.argv)
   app.run(_guard(main, log_file), flags_parser=_parse_flags)
 
 

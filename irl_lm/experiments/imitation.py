@@ -28,9 +28,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -126,29 +124,16 @@ def register(data: dict[str, Any]) -> dict[str, np.ndarray]:
 def student_config(s: Settings, task: str, method: str, lam: float, lr: float, steps: int,
                    seed: int, init: str):
   """The training config of one student."""
-  from irl_lm.training.config import base_config
-  c = base_config()
-  c.seed = seed
-  c.model.size = s.student
+  from irl_lm.experiments.run_config import single_run_config
+  c = single_run_config(task=task, loss="mle" if method in ("mle", "pretrain") else "iqlearn",
+                        model=s.student, lengths=(s.prompt_len, s.cont_len), steps=steps,
+                        learning_rate=lr, seed=seed, eval_examples=s.n_eval)
   c.model.init_from = init
-  c.loss.name = "mle" if method in ("mle", "pretrain") else "iqlearn"
   c.loss.iqlearn.lam = lam
   if method == "online":
     c.loss.iqlearn.gamma = s.online_gamma
     c.loss.iqlearn.online.enable = True
     c.loss.iqlearn.online.every = s.online_every
-  c.data.task = task
-  c.data.inputs_length, c.data.targets_length = s.prompt_len, s.cont_len
-  c.data.batch_size = 32
-  c.optimizer.learning_rate = lr
-  c.optimizer.warmup_steps = min(100, steps // 10 + 1)
-  c.train.steps = steps
-  c.train.log_every = max(1, steps // 20)
-  c.train.eval_every = c.train.checkpoint_every = steps
-  c.train.keep_checkpoints = 1
-  c.train.peak_flops_per_device = 2e11
-  c.eval.num_examples, c.eval.batch_size, c.eval.generate = s.n_eval, 64, False
-  c.mesh.num_devices = 1
   return c
 
 

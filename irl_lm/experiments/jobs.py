@@ -113,7 +113,10 @@ def _init_worker(cores: Any, cache_dir: str) -> None:
 
 
 def _configure(cache_dir: str) -> None:
+  """A worker's set-up: CPU JAX with the shared compilation cache, TensorFlow loaded quietly."""
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  from irl_lm import cli
+  cli.load_tensorflow_quietly([])
   import jax
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

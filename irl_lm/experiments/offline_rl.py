@@ -43,7 +43,7 @@ class Settings:
   """Model, budgets, sweeps and ILQL's hyperparameters of one suite run."""
 
   model: str = "gpt2-tiny"
-  steps: int = 3000
+  steps: int = 2000
   learning_rate: float = 3e-3
   batch_size: int = 32
   bc_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
@@ -51,7 +51,7 @@ class Settings:
   ilql_variants: tuple[tuple[float, float], ...] = (  # (tau, polyak_rate)
       (0.7, 0.005), (0.7, 0.05), (0.7, 0.2), (0.9, 0.05))
   betas: tuple[float, ...] = (0.0, 1.0, 4.0, 16.0, 64.0)
-  n_eval: int = 256  # prompts or episodes per validation / test split
+  n_eval: int = 200  # prompts or episodes per validation / test split
   seeds: int = 5
   gamma: float = 1.0
   cql_weight: float = 0.1
@@ -78,28 +78,16 @@ def variant_name(variant: dict[str, float]) -> str:
 def config(task: str, method: str, settings: Settings, seed: int, data_task: str,
            variant: dict[str, float]):
   """The training config of one policy."""
-  from irl_lm.training.config import base_config
+  from irl_lm.experiments.run_config import single_run_config
   s = settings
-  c = base_config()
-  c.seed = seed
-  c.model.size = s.model
-  c.loss.name = "ilql" if method == "ilql" else "mle"
+  c = single_run_config(task=data_task, loss="ilql" if method == "ilql" else "mle",
+                        model=s.model, lengths=LENGTHS[task], steps=s.steps,
+                        learning_rate=variant.get("learning_rate", s.learning_rate),
+                        seed=seed, log_points=30)
   il = c.loss.ilql
   il.gamma, il.cql_weight = s.gamma, s.cql_weight
   il.tau = variant.get("tau", il.tau)
   il.polyak_rate = variant.get("polyak_rate", il.polyak_rate)
-  c.data.task = data_task
-  c.data.inputs_length, c.data.targets_length = LENGTHS[task]
-  c.data.batch_size = s.batch_size
-  c.optimizer.learning_rate = variant.get("learning_rate", s.learning_rate)
-  c.optimizer.warmup_steps = min(100, s.steps // 10 + 1)
-  c.train.steps = s.steps
-  c.train.log_every = max(1, s.steps // 30)
-  c.train.eval_every = c.train.checkpoint_every = s.steps
-  c.train.keep_checkpoints = 1
-  c.train.peak_flops_per_device = 2e11
-  c.eval.num_examples, c.eval.batch_size, c.eval.generate = 256, 64, False
-  c.mesh.num_devices = 1
   return c
 
 
@@ -138,7 +126,7 @@ def train_policy(workdir: str, task: str, method: str, variant: dict[str, float]
   """Trains one policy (job) and measures its rollouts on validation and test."""
   from irl_lm import data
   from irl_lm.experiments.curves import read_scalars
-  from irl_lm.experiments.rollouts import Decoding, Policy
+  from irl_lm.experiments.rollouts import Policy
   from irl_lm.training.builders import restore_params
   from irl_lm.training.trainer import train_and_evaluate
   data_task = task

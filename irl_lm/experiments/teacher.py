@@ -106,7 +106,7 @@ def train_default_teacher(workdir: str, steps: int, seed: int = 0) -> dict[str, 
   from irl_lm import data
   from irl_lm.models import save_pretrained
   from irl_lm.training.builders import restore_params
-  from irl_lm.training.config import base_config
+  from irl_lm.experiments.run_config import single_run_config
   from irl_lm.training.trainer import train_and_evaluate
   vocab = data.make_vocabulary("embedded")
   docs = {split: [list(vocab.encode(ex["inputs"])) for ex in
@@ -116,22 +116,9 @@ def train_default_teacher(workdir: str, steps: int, seed: int = 0) -> dict[str, 
   data.register_id_task("imitation_teacher_corpus",
                         {s: ([[] for _ in d], d) for s, d in docs.items()},
                         data.IdVocabulary(vocab.vocab_size, vocab.eos_id))
-  c = base_config()
-  c.seed = seed
-  c.model.size = "gpt2-mini"
-  c.loss.name = "mle"
-  c.data.task = "imitation_teacher_corpus"
-  c.data.inputs_length, c.data.targets_length = 1, width
-  c.data.batch_size = 32
-  c.optimizer.learning_rate = 2e-3
-  c.optimizer.warmup_steps = min(200, steps // 10 + 1)
-  c.train.steps = steps
-  c.train.log_every = max(1, steps // 10)
-  c.train.eval_every = c.train.checkpoint_every = steps
-  c.train.keep_checkpoints = 1
-  c.train.peak_flops_per_device = 2e11
-  c.eval.num_examples, c.eval.batch_size, c.eval.generate = 256, 64, False
-  c.mesh.num_devices = 1
+  c = single_run_config(task="imitation_teacher_corpus", loss="mle", model="gpt2-mini",
+                        lengths=(1, width), steps=steps, learning_rate=2e-3, seed=seed,
+                        log_points=10, max_warmup=200)
   last = train_and_evaluate(c, os.path.join(workdir, "run"))
   model, params, _, _ = restore_params(os.path.join(workdir, "run"))
   path = os.path.join(workdir, "hf")
