@@ -49,6 +49,11 @@ class MLPHead(nn.Module):
   def __call__(self, h: Array) -> Array:
     x = dense(2 * self.cfg.d_model, ("embed", "mlp"), self.cfg, "hidden", use_bias=True)(h)
     x = nn.relu(constrain(x, ("batch", "length", "mlp")))
+    # The hidden layer is gathered over its "mlp" shards before the output layer. Left
+    # sharded, XLA's SPMD partitioner (jax 0.10.2, CPU) computed wrong Q values on a
+    # (2, 2, 2) mesh when the output was laid out like the logits (vocab on "tensor"):
+    # x[(data, fsdp), tensor] @ kernel[tensor, fsdp] resharded to [(data, fsdp), tensor].
+    x = constrain(x, ("batch", "length", None))
     return dense(self.out, ("mlp", self.out_name), self.cfg, "out", use_bias=True)(x)
 
 
