@@ -59,7 +59,7 @@ class Settings:
   teacher_steps: int = 1500
   pretrain_steps: int = 1500
   finetune_steps: int = 600
-  scratch_steps: int = 1500
+  scratch_steps: int = 1000
   mle_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # MLE's grid: its learning rate
   lams: tuple[float, ...] = (0.03, 0.1, 0.3)  # (online) IQLearn's grid: lam at iqlearn_lr
   iqlearn_lr: float = 3e-3

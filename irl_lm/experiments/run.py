@@ -3,12 +3,13 @@
 ``--suite=offline_rl``: ILQL under delayed rewards against behaviour cloning
 (`offline_rl.py`); ``--suite=imitation``: IQLearn against MLE with a known
 expert (`imitation.py`); ``all`` (default) runs both. Tables, plots and the
-verdicts go to ``--outdir``; finished runs are cached in ``--workroot``, so an
-interrupted suite resumes. ``--quick`` checks every artefact in a few minutes.
+verdicts go to ``--outdir``; finished runs are cached in ``--workroot`` (one folder per
+suite and settings), so an interrupted suite resumes. ``--quick`` checks every artefact in a few minutes.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -36,6 +37,13 @@ def machine() -> str:
   return f"{model}, {os.cpu_count()} cores"
 
 
+def settings_dir(workroot: str, suite: str, settings: object) -> str:
+  """``WORKROOT/<suite>-<hash of the settings>``: runs made with other settings (another
+  step count, grid or seed count) are never reused."""
+  text = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+  return os.path.join(workroot, f"{suite}-{hashlib.sha1(text.encode()).hexdigest()[:8]}")
+
+
 def main(argv: list[str]) -> None:
   cli.no_arguments(argv)
   shared.check()
@@ -54,7 +62,7 @@ def main(argv: list[str]) -> None:
   if FLAGS.suite in ("all", "offline_rl"):
     s = offline_rl.QUICK if FLAGS.quick else dataclasses.replace(offline_rl.Settings(),
                                                                  seeds=FLAGS.seeds)
-    result = offline_rl.run_suite(workroot=os.path.join(workroot, "offline_rl"), settings=s,
+    result = offline_rl.run_suite(workroot=settings_dir(workroot, "offline_rl", s), settings=s,
                                   workers=FLAGS.workers)
     _dump(result, "offline_rl.json")
     summary["offline_rl"] = offline_rl_report(result, FLAGS.outdir)
@@ -62,7 +70,7 @@ def main(argv: list[str]) -> None:
     s = imitation.QUICK if FLAGS.quick else dataclasses.replace(imitation.Settings(),
                                                                 seeds=FLAGS.seeds)
     result = imitation.run_benchmark(teacher_dir=FLAGS.teacher,
-                                     workroot=os.path.join(workroot, "imitation"), settings=s,
+                                     workroot=settings_dir(workroot, "imitation", s), settings=s,
                                      workers=FLAGS.workers)
     _dump(result, "imitation.json")
     summary["imitation"] = imitation_report(result, FLAGS.outdir)
