@@ -99,3 +99,17 @@ def test_make_vocabulary_errors(tmp_path):
     make_vocabulary("hf_tokenizer", str(tmp_path))
   with pytest.raises(ValueError, match="takes no path"):
     make_vocabulary("embedded", "x")
+
+
+@pytest.mark.parametrize("kind,path", [
+    ("embedded", None), ("sentencepiece", os.path.join(FIXTURES, "spiece.model")),
+    ("hf_tokenizer", os.path.join(FIXTURES, "tokenizer.json")), ("ids", None)])
+def test_turns_encode_in_one_call_as_one_by_one(kind, path):
+  from irl_lm.data import IdVocabulary
+  from irl_lm.data.preprocessors import _ENCODES_VECTORS, _encode, _encode_turns
+  vocab = IdVocabulary(300, 1) if kind == "ids" else make_vocabulary(kind, path)
+  assert isinstance(vocab, _ENCODES_VECTORS)
+  texts = (["12 7 299", "", "0 4"] if kind == "ids" else
+           ["is it an animal ?", " yes .", "", " Is it a frog? 42"])
+  together = _encode_turns(vocab, tf.constant(texts))
+  assert together.to_list() == [_encode(vocab, tf.constant(t)).numpy().tolist() for t in texts]

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 import seqio
 import tensorflow as tf
 
+from irl_lm.data.vocabularies import EmbeddedVocabulary, HfTokenizerVocabulary, IdVocabulary
+
 _FIELD = re.compile(r"\{(\w+)\}")
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -54,6 +56,21 @@ def parse_tsv(dataset: tf.data.Dataset, field_names: Sequence[str],
                               field_delim=field_delim, use_quote_delim=False)
     return dict(zip(field_names, values))
   return dataset.map(parse, num_parallel_calls=AUTOTUNE)
+
+
+# Vocabularies whose encode_tf takes a vector of strings and returns a RaggedTensor: all
+# turns of a row are encoded in one call (a tf.map_fn over turns was the input pipeline's
+# bottleneck on multi-turn data).
+_ENCODES_VECTORS = (EmbeddedVocabulary, HfTokenizerVocabulary, IdVocabulary,
+                    seqio.SentencePieceVocabulary)
+
+
+def _encode_turns(vocabulary: seqio.Vocabulary, texts: tf.Tensor) -> tf.RaggedTensor:
+  """int32 token ids of each turn of ``texts`` [turns], as a RaggedTensor [turns, None]."""
+  if isinstance(vocabulary, _ENCODES_VECTORS):
+    return tf.cast(vocabulary.encode_tf(texts), tf.int32)
+  return tf.map_fn(lambda t: _encode(vocabulary, t), texts,
+                   fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
 
 
 def _encode(vocabulary: seqio.Vocabulary, text: tf.Tensor) -> tf.Tensor:
@@ -146,8 +163,7 @@ def tokenize_and_label(dataset: tf.data.Dataset, output_features: Mapping[str, s
       texts = tf.reshape(targets_text, [1])
       is_action = tf.ones([1], tf.int32)
       turn_rewards = tf.reshape(tf.cast(ex.pop("reward", 0.0), tf.float32), [1])
-    pieces = tf.map_fn(lambda t: _encode(targets_feature.vocabulary, t), texts,
-                       fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
+    pieces = _encode_turns(targets_feature.vocabulary, texts)
     labelled = _label(pieces, is_action, turn_rewards, targets_eos, done)
     if lengths.get("targets") is not None:
       labelled = _truncate(*labelled, lengths["targets"])
