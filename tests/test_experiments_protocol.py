@@ -37,6 +37,8 @@ def test_diversity_at_matched_quality_interpolates_inside_the_curve_only():
 def test_flat_tail():
   assert protocol.flat_tail([5, 3, 2, 1.0, 1.0, 1.0, 1.005, 1.0])
   assert not protocol.flat_tail([5, 4, 3, 2, 1.5, 1.2, 1.0, 0.8])
+  noisy = [9, 7, 5, 3, 2, 1.5, 1.2, 1.1, 1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98, 1.0, 1.0, 1.0, 1.0]
+  assert protocol.flat_tail(noisy)  # batch noise around a level is flat
 
 
 def test_distinct_n_and_ngram_entropy():

@@ -62,13 +62,15 @@ def at_quality(quality: Sequence[float], diversity: Sequence[float], levels: Seq
 
 
 def flat_tail(curve: Sequence[float], fraction: float = 0.3, tolerance: float = 0.02) -> bool:
-  """Whether a training-loss curve has converged: over its last ``fraction`` of points the
-  loss moved by less than ``tolerance`` (relative)."""
+  """Whether a training-loss curve has converged: the mean of the second half of its last
+  ``fraction`` of points is within ``tolerance`` (relative) of the first half's mean (means,
+  so that one noisy logged batch does not decide)."""
   v = np.asarray(curve, float)
   tail = v[int(len(v) * (1 - fraction)):]
   if tail.size < 2:
     return False
-  return bool(abs(tail[-1] - tail[0]) <= tolerance * max(abs(tail[0]), 1e-12))
+  first, second = tail[:tail.size // 2].mean(), tail[tail.size // 2:].mean()
+  return bool(abs(second - first) <= tolerance * max(abs(first), 1e-12))
 
 
 def correlations(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, float]:

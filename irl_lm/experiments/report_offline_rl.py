@@ -59,8 +59,9 @@ def verdicts(task: str, pols: dict[str, Any], refs: dict[str, float], bc_flat: l
                      f"reference that needs no stitching ({best_logged:.3f}); optimum "
                      f"{refs['optimum']:.3f}")
   word = "holds" if all(bc_flat) else "does not hold"
-  out["bc_converged"] = (f"**{word}**: {sum(bc_flat)}/{len(bc_flat)} BC runs moved less than "
-                         "2% over the last 30% of training; final validation loss "
+  out["bc_converged"] = (f"**{word}**: in {sum(bc_flat)}/{len(bc_flat)} BC runs the mean "
+                         "training loss moved less than 2% between the two halves of the last "
+                         "30% of training; final validation loss "
                          f"{protocol.fmt(bc_losses, 4)}" + (
                              f" against the lowest a BC model can reach, {floor:.4f}"
                              if floor is not None else ""))
@@ -101,8 +102,9 @@ def _task_plots(task: str, pols: dict[str, Any], refs: dict[str, float], rows: l
     if r["task"] == task and r["method"] == "bc" and r["ok"]:
       steps, loss = zip(*r["loss_curve"])
       ax.plot(steps, loss, alpha=0.7, label=f"seed {r['seed']}")
+  ax.set_yscale("log")
   ax.set_xlabel("step")
-  ax.set_ylabel("BC training loss")
+  ax.set_ylabel("BC training loss (log scale)")
   ax.set_title(f"{task}: behaviour cloning")
   ax.legend(fontsize=6)
   out.append(save(fig, outdir, f"offline_rl_{task}_bc_curves.png"))
