@@ -390,8 +390,8 @@ CASES = [
     # --- experiments ---
     Case("exp-seeds", "experiments", lambda d: ["--seeds=0", f"--outdir={d}"],
          r"\(--seeds\): expected value >= 1 vs found 0"),
-    Case("exp-steps", "experiments", lambda d: ["--steps=-5", f"--outdir={d}"],
-         r"\(--steps\): expected value >= 1"),
+    Case("exp-workers", "experiments", lambda d: ["--workers=0", f"--outdir={d}"],
+         r"\(--workers\): expected value >= 1 vs found 0"),
     Case("exp-suite", "experiments", lambda d: ["--suite=everything", f"--outdir={d}"],
          r"--suite"),
     Case("exp-positional", "experiments", lambda d: ["now", f"--outdir={d}"],

@@ -122,13 +122,15 @@ def register(data: dict[str, Any]) -> dict[str, np.ndarray]:
 # ---- students -----------------------------------------------------------------------------------
 
 def student_config(s: Settings, task: str, method: str, lam: float, lr: float, steps: int,
-                   seed: int, init: str):
-  """The training config of one student."""
+                   seed: int, init: str, vocab_size: int):
+  """The training config of one student, whose vocabulary is exactly the teacher's (not
+  rounded up: a sampled id the teacher lacks would have no quality)."""
   from irl_lm.experiments.run_config import single_run_config
   c = single_run_config(task=task, loss="mle" if method in ("mle", "pretrain") else "iqlearn",
                         model=s.student, lengths=(s.prompt_len, s.cont_len), steps=steps,
                         learning_rate=lr, seed=seed, eval_examples=s.n_eval)
   c.model.init_from = init
+  c.model.vocab_size = vocab_size
   c.loss.iqlearn.lam = lam
   if method == "online":
     c.loss.iqlearn.gamma = s.online_gamma
@@ -149,7 +151,8 @@ def train_student(workdir: str, data: dict[str, Any], teacher: dict[str, Any],
   task = BROAD if method == "pretrain" else DEMOS
   run_dir = os.path.join(workdir, "run")
   last = train_and_evaluate(
-      student_config(settings, task, method, lam, lr, steps, seed, init), run_dir)
+      student_config(settings, task, method, lam, lr, steps, seed, init, data["vocab_size"]),
+      run_dir)
   model, params, _, _ = restore_params(run_dir)
   out = {"method": method, "lam": lam, "lr": lr, "steps": steps, "seed": seed,
          "init": "pretrained" if init else "scratch", "final_train_loss": last.get("train/loss"),
