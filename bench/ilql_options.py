@@ -37,14 +37,7 @@ def train_case(separate: bool, batch: dict[str, np.ndarray]) -> Callable[[], Non
   config.mesh.num_devices = 1
   config.data.batch_size, config.data.targets_length = batch["decoder_target_tokens"].shape
   config.data.inputs_length = batch["encoder_input_tokens"].shape[1]
-  run = build_run(config, with_task=False, model_cfg=MODEL)
-  box = [run.init_state()]
-  device_batch = run.shard_batch(batch)
-
-  def call() -> None:
-    box[0], metrics = run.train_step(box[0], device_batch)
-    jax.block_until_ready(metrics)
-  return call
+  return harness.train_step_case(build_run(config, with_task=False, model_cfg=MODEL), batch)
 
 
 def decode_case(model: Any, params: Any, batch: dict[str, np.ndarray], new: int,
