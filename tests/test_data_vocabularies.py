@@ -113,3 +113,17 @@ def test_turns_encode_in_one_call_as_one_by_one(kind, path):
            ["is it an animal ?", " yes .", "", " Is it a frog? 42"])
   together = _encode_turns(vocab, tf.constant(texts))
   assert together.to_list() == [_encode(vocab, tf.constant(t)).numpy().tolist() for t in texts]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_id_task_rows_end_finished_or_in_a_bootstrap_slot(finished):
+  from irl_lm.data import IdVocabulary, register_id_task
+  task = register_id_task(f"test_ids_{finished}", {"train": ([[5, 6]], [[7, 8, 9]])},
+                          IdVocabulary(16, 1), finished=finished)
+  b = next(BatchIterator(task, "train", "decoder", {"inputs": 2, "targets": 4}, 1,
+                         shuffle=False, repeat=False))
+  n = 5 if finished else 6  # no EOS; a cut continuation gets a weight-0 slot after it
+  np.testing.assert_array_equal(b["decoder_target_tokens"][0][:5], [5, 6, 7, 8, 9])
+  np.testing.assert_array_equal(b["decoder_loss_weights"][0], [0, 0, 1, 1, 1, 0])
+  np.testing.assert_array_equal(b["decoder_segment_ids"][0], [1] * n + [0] * (6 - n))
+  np.testing.assert_array_equal(b["decoder_truncated"][0], [0, 0] + [1 - finished] * 4)

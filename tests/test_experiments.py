@@ -39,7 +39,7 @@ def test_quick_suite_writes_every_artefact(tmp_path):
     data = (out / name).read_bytes()
     assert data[:8] == PNG and len(data) > 5000, name
   summary = json.loads((out / "summary.json").read_text())
-  assert summary["quick"] and summary["seconds"] > 0 and "cores" in summary["machine"]
+  assert summary["quick"] and summary["seconds_offline_rl"] > 0 and "cores" in summary["machine"]
   assert set(summary["offline_rl"]) == {"embedded_ilql_delayed", "embedded_twenty_questions"}
 
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)

@@ -120,14 +120,19 @@ def register_jsonl_reward_task(name: str, paths: str | Mapping[str, str],
 
 def register_id_task(name: str, splits: Mapping[str, tuple[Sequence[Sequence[int]],
                                                           Sequence[Sequence[int]]]],
-                     vocabulary: IdVocabulary) -> seqio.Task:
+                     vocabulary: IdVocabulary, finished: bool = True) -> seqio.Task:
   """Registers a Task over token ids: ``splits[split] = (prompts, continuations)``.
 
   No EOS is added (a continuation is a fixed-length piece of text, not a whole
-  answer); the ids go through the usual pipeline as `IdVocabulary` text.
+  answer); the ids go through the usual pipeline as `IdVocabulary` text. With
+  ``finished=False`` every continuation is an episode cut short (``done`` false): its
+  targets end in a weight-0 slot that IQLearn and ILQL bootstrap from, so the
+  targets length must leave room for it.
   """
   text = lambda rows: np.array([" ".join(map(str, r)) for r in rows], dtype=object)
-  columns = {split: {"inputs": text(p), "targets": text(c)} for split, (p, c) in splits.items()}
+  columns = {split: {"inputs": text(p), "targets": text(c),
+                     "done": np.full(len(c), int(finished), np.int32)}
+             for split, (p, c) in splits.items()}
   features = {k: seqio.Feature(vocabulary, add_eos=False) for k in ("inputs", "targets")}
   return add_task(seqio.Task(
       name, source=InMemorySource(columns.__getitem__, tuple(columns)),

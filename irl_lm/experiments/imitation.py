@@ -60,6 +60,9 @@ class Settings:
   pretrain_steps: int = 1500
   finetune_steps: int = 600
   scratch_steps: int = 1000
+  # The demonstrations are cut from the teacher's stream, not finished answers: their last
+  # action bootstraps from the state after it (a weight-0 slot), as a truncated episode's does.
+  demos_truncated: bool = True
   mle_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # MLE's grid: its learning rate
   lams: tuple[float, ...] = (0.03, 0.1, 0.3)  # (online) IQLearn's grid: lam at iqlearn_lr
   iqlearn_lr: float = 3e-3
@@ -106,14 +109,14 @@ def make_data(workdir: str, teacher_path: str, start_id: int, settings: Settings
           "expert_quality": quality("test"), "broad_quality": quality("broad")}
 
 
-def register(data: dict[str, Any]) -> dict[str, np.ndarray]:
+def register(data: dict[str, Any], s: Settings) -> dict[str, np.ndarray]:
   """Registers the demonstration and broad-corpus tasks in this process; returns the arrays."""
   from irl_lm import data as D
   arrays = dict(np.load(data["path"]))
   vocab = D.IdVocabulary(data["vocab_size"], data["eos_id"])
   val = (arrays["validation_prompts"], arrays["validation_conts"])
   D.register_id_task(DEMOS, {"train": (arrays["train_prompts"], arrays["train_conts"]),
-                             "validation": val}, vocab)
+                             "validation": val}, vocab, finished=not s.demos_truncated)
   D.register_id_task(BROAD, {"train": (arrays["broad_prompts"], arrays["broad_conts"]),
                              "validation": val}, vocab)
   return arrays
@@ -126,8 +129,9 @@ def student_config(s: Settings, task: str, method: str, lam: float, lr: float, s
   """The training config of one student, whose vocabulary is exactly the teacher's (not
   rounded up: a sampled id the teacher lacks would have no quality)."""
   from irl_lm.experiments.run_config import single_run_config
+  slot = int(task == DEMOS and s.demos_truncated)  # the state after the last action
   c = single_run_config(task=task, loss="mle" if method in ("mle", "pretrain") else "iqlearn",
-                        model=s.student, lengths=(s.prompt_len, s.cont_len), steps=steps,
+                        model=s.student, lengths=(s.prompt_len, s.cont_len + slot), steps=steps,
                         learning_rate=lr, seed=seed, eval_examples=s.n_eval)
   c.model.init_from = init
   c.model.vocab_size = vocab_size
@@ -147,7 +151,7 @@ def train_student(workdir: str, data: dict[str, Any], teacher: dict[str, Any],
   from irl_lm.experiments.curves import read_scalars
   from irl_lm.training.builders import restore_params
   from irl_lm.training.trainer import train_and_evaluate
-  arrays = register(data)
+  arrays = register(data, settings)
   task = BROAD if method == "pretrain" else DEMOS
   run_dir = os.path.join(workdir, "run")
   last = train_and_evaluate(

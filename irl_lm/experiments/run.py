@@ -56,8 +56,9 @@ def main(argv: list[str]) -> None:
   t0 = time.time()
   workroot = FLAGS.workroot or tempfile.mkdtemp(prefix="irl_lm_experiments_")
   os.makedirs(FLAGS.outdir, exist_ok=True)
-  summary = {"machine": machine(), "quick": FLAGS.quick, "workers": FLAGS.workers,
-             "workroot": workroot}
+  summary = _previous_summary()  # a suite run alone keeps the other suite's verdicts
+  summary.update({"machine": machine(), "quick": FLAGS.quick, "workers": FLAGS.workers,
+                  "workroot": workroot})
   print(f"experiments on {summary['machine']}; runs in {workroot}", flush=True)
   if FLAGS.suite in ("all", "offline_rl"):
     s = offline_rl.QUICK if FLAGS.quick else dataclasses.replace(offline_rl.Settings(),
@@ -74,9 +75,18 @@ def main(argv: list[str]) -> None:
                                      workers=FLAGS.workers)
     _dump(result, "imitation.json")
     summary["imitation"] = imitation_report(result, FLAGS.outdir)
-  summary["seconds"] = round(time.time() - t0)
+  summary[f"seconds_{FLAGS.suite}"] = round(time.time() - t0)
   _dump(summary, "summary.json")
-  print(f"done in {summary['seconds']}s; results in {FLAGS.outdir}")
+  print(f"done in {summary[f'seconds_{FLAGS.suite}']}s; results in {FLAGS.outdir}")
+
+
+def _previous_summary() -> dict:
+  path = os.path.join(FLAGS.outdir, "summary.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return {k: v for k, v in json.load(f).items() if k in ("offline_rl", "imitation")
+            or k.startswith("seconds_")}
 
 
 def _dump(payload: dict, name: str) -> None:
