@@ -19,6 +19,9 @@ def test_summary_keeps_every_point_and_counts_non_finite_apart():
 def test_outliers_flag_a_diverged_seed_and_nothing_in_a_tight_group():
   assert protocol.outliers({"a": 0.52, "b": 0.50, "c": 0.51, "d": 0.49, "e": 3.1}) == ["e"]
   assert protocol.outliers({"a": 0.52, "b": 0.50, "c": 0.51}) == []
+  tight = {"a": 1.243, "b": 1.236, "c": 1.25, "d": 1.243, "e": 1.244}  # 1% apart: not outliers
+  assert protocol.outliers(tight) == []
+  assert protocol.outliers({**tight, "e": 1.30}) == ["e"]
   assert protocol.outliers({"a": 0.5, "b": float("nan")}) == ["b"]
 
 

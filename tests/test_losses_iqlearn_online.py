@@ -9,16 +9,19 @@ from irl_lm.losses import iqlearn_loss, iqlearn_online_loss
 GAMMA, LAM = 0.9, 0.3
 
 
-def transitions(logits, targets, weights, segments, gamma):
+def transitions(logits, targets, weights, segments, gamma, cut_rows=()):
   """Div99's per-transition (Q(s,a), V(s), y = gamma (1 - done) V(s')) of every action, in numpy.
 
-  V(s) = log sum exp Q(s, .); s' is the next action's state in the same row and segment.
+  V(s) = log sum exp Q(s, .); s' is the next action's state in the same row and segment, or
+  for the last action of a row in ``cut_rows`` (an episode cut short) the state right after it.
   """
   lse = np.log(np.sum(np.exp(logits.astype(np.float64)), axis=-1))
   q, v, y = [], [], []
   for b, t in zip(*np.nonzero(weights)):
     later = [u for u in range(t + 1, weights.shape[1])
              if weights[b, u] > 0 and segments[b, u] == segments[b, t]]
+    if not later and b in cut_rows:
+      later = [t + 1]
     q.append(float(logits[b, t, targets[b, t]]))
     v.append(lse[b, t])
     y.append(0.0 if not later else gamma * lse[b, later[0]])
@@ -126,3 +129,20 @@ def test_with_gamma_one_the_policy_value_telescopes_to_each_samples_first_state(
   lse = np.log(np.sum(np.exp(lp.astype(np.float64)), axis=-1))
   first = [lse[b, np.flatnonzero(wp[b])[0]] for b in range(wp.shape[0])]
   np.testing.assert_allclose(m["value_policy"], sum(first) / wp.sum(), rtol=1e-5)
+
+
+def test_a_cut_policy_sample_bootstraps_from_the_state_after_its_last_action():
+  expert, policy = batch(10, EXPERT_W, EXPERT_S), batch(11, POLICY_W, POLICY_S)
+  # Row 0 ran out of room: its position 4 (weight 0, in its segment once extended) is the
+  # state after its last action; row 1 ended.
+  lp, tp, wp, sp = policy
+  sp = sp.copy()
+  sp[0, 4] = 1
+  truncated = np.zeros_like(wp)
+  truncated[0, 1:5] = 1
+  _, v_p, y_p = transitions(lp, tp, wp, sp, GAMMA, cut_rows=(0,))
+  _, m = online(expert, (lp, tp, wp, sp), lam=LAM, gamma=GAMMA, mix=0.5,
+                policy_truncated=truncated)
+  np.testing.assert_allclose(m["value_policy"], (v_p - y_p).mean(), rtol=1e-5)
+  _, ended = online(expert, (lp, tp, wp, sp), lam=LAM, gamma=GAMMA, mix=0.5)
+  assert abs(float(ended["value_policy"]) - float(m["value_policy"])) > 1e-3

@@ -98,6 +98,7 @@ def expected_rows(run, batch, tokens, lengths):
   """The batch layout of the samples, written out row by row in numpy."""
   n = batch["decoder_target_tokens"].shape[1]
   out = {k: np.zeros_like(batch[k]) for k in online.ROW_FEATURES if k in batch}
+  eos = run.model.cfg.eos_id
   for b in range(tokens.shape[0]):
     sample = list(tokens[b, :lengths[b]])
     if run.kind == "encdec":
@@ -108,11 +109,23 @@ def expected_rows(run, batch, tokens, lengths):
       targets = list(batch["decoder_target_tokens"][b, :start]) + sample
       out["decoder_segment_ids"][b, :len(targets)] = 1
       out["decoder_positions"][b, :len(targets)] = np.arange(len(targets))
+    finished = len(targets) <= n and sample[-1] == eos
     targets = targets[:n]
-    out["decoder_target_tokens"][b, :len(targets)] = targets
-    out["decoder_input_tokens"][b, 1:len(targets)] = targets[:-1]
-    out["decoder_loss_weights"][b, start:len(targets)] = 1
+    end = len(targets)
+    out["decoder_target_tokens"][b, :end] = targets
+    out["decoder_input_tokens"][b, 1:end] = targets[:-1]
+    # A sample cut short (no EOS in the row) ends in a weight-0 slot and bootstraps.
+    out["decoder_loss_weights"][b, start:end if finished else end - 1] = 1
+    out["decoder_truncated"][b, start:end] = 0 if finished else 1
   return out
+
+
+def test_cut_samples_are_the_ones_without_eos_in_their_room():
+  tokens = jnp.array([[5, 2, 0, 0], [5, 6, 7, 8], [5, 6, 2, 0], [0, 0, 0, 0]])
+  kept, cut = online.cut_samples(tokens, jnp.array([2, 4, 3, 0]), jnp.array([4, 4, 2, 4]),
+                                 eos_id=2)
+  np.testing.assert_array_equal(kept, [2, 4, 2, 0])
+  np.testing.assert_array_equal(cut, [False, True, True, False])
 
 
 @pytest.mark.parametrize("size", ["t5-tiny", "gpt2-tiny"])
@@ -137,7 +150,8 @@ def test_refresh_writes_the_decoded_samples_in_the_batch_layout(size):
   for k in want:
     np.testing.assert_array_equal(rows[k][0], want[k], err_msg=k)
   np.testing.assert_array_equal(rows["decoder_target_tokens"][1], 0)  # the second slot is empty
-  assert float(metrics["policy_tokens"]) == float(lengths.sum())
+  assert want["decoder_truncated"].any()  # most random samples run out of room
+  assert float(metrics["policy_tokens"]) == float(want["decoder_loss_weights"].sum())
   state, _ = run.train_step(state, run.shard_batch(next(it)))  # step 1: no refresh (every=2)
   assert int(state.replay["count"]) == 1
   state, _ = run.train_step(state, run.shard_batch(next(it)))

@@ -27,8 +27,9 @@ def fmt(values: Sequence[float], digits: int = 2) -> str:
   return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}, {s['q3']:.{digits}f}] (n={s['n']})"
 
 
-def outliers(values: dict[str, float], k: float = 3.0) -> list[str]:
-  """Keys whose value is non-finite or more than ``k`` scaled MADs from the median."""
+def outliers(values: dict[str, float], k: float = 3.0, rel: float = 0.02) -> list[str]:
+  """Keys whose value is non-finite, or both more than ``k`` scaled MADs and more than
+  ``rel`` (relative) from the median: seeds that agree to 1% are never outliers."""
   keys = list(values)
   v = np.array([values[x] for x in keys], float)
   bad = [x for x, y in zip(keys, v) if not np.isfinite(y)]
@@ -37,8 +38,8 @@ def outliers(values: dict[str, float], k: float = 3.0) -> list[str]:
     return bad
   med = np.median(ok)
   mad = 1.4826 * np.median(np.abs(ok - med))
-  scale = max(mad, 1e-3 * max(abs(med), 1e-12))
-  return bad + [x for x, y in zip(keys, v) if np.isfinite(y) and abs(y - med) > k * scale]
+  limit = max(k * mad, rel * abs(med))
+  return bad + [x for x, y in zip(keys, v) if np.isfinite(y) and abs(y - med) > limit]
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, object]:

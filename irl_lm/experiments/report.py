@@ -17,7 +17,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def health(rows: Sequence[dict[str, Any]], group: Sequence[str]) -> str:
   """Failed or diverged runs, and runs whose final training loss is an outlier (> 3 MADs
-  from the median of their group), as markdown lines; "none" when all are healthy."""
+  and > 2% from the median of their group), as markdown lines; "none" when all are healthy."""
   lines = []
   for r in rows:
     if not r["ok"]:

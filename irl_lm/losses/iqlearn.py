@@ -76,6 +76,7 @@ def iqlearn_online_loss(
   expert_segment_ids: Optional[jax.Array] = None,
   policy_segment_ids: Optional[jax.Array] = None,
   expert_truncated: Optional[jax.Array] = None,
+  policy_truncated: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Online IQLearn (Div99 ``iq_loss``, method.loss=value, chi^2) on expert E and policy P.
 
@@ -90,7 +91,7 @@ def iqlearn_online_loss(
   q_e, v_e, r_e = _soft_values(expert_logits, expert_targets, expert_weights, gamma,
                                stop_grad_next, expert_segment_ids, expert_truncated)
   q_p, v_p, r_p = _soft_values(policy_logits, policy_targets, policy_weights, gamma,
-                               stop_grad_next, policy_segment_ids, None)
+                               stop_grad_next, policy_segment_ids, policy_truncated)
   nll = masked_mean(v_e - q_e, expert_weights)
   td_sq = masked_mean(jnp.square(r_e), expert_weights)
   value_expert = masked_mean(v_e - q_e + r_e, expert_weights)

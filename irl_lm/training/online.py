@@ -31,7 +31,8 @@ Replay = dict[str, Any]
 
 POLICY = "policy"  # the key of the policy batch in the batch the loss sees
 ROW_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                "decoder_loss_weights", "decoder_segment_ids", "decoder_positions")
+                "decoder_loss_weights", "decoder_segment_ids", "decoder_positions",
+                "decoder_truncated")
 
 
 def replay_abstract(batch_shapes: Mapping[str, tuple[tuple[int, ...], Any]],
@@ -68,35 +69,55 @@ def first_action(weights: Array) -> Array:
   return jnp.argmax(weights > 0, axis=1).astype(jnp.int32)
 
 
-def decoder_rows(batch: Batch, tokens: Array, lengths: Array) -> dict[str, Array]:
+def cut_samples(tokens: Array, lengths: Array, room: Array, eos_id: int
+                ) -> tuple[Array, Array]:
+  """(kept, cut) per sample: the tokens a row keeps, and whether the sample is an episode
+  cut short (no EOS within ``room``): then its last kept token is a weight-0 slot, the
+  state after its last action, which the loss bootstraps from (as the input pipeline
+  treats a cut row)."""
+  last = jnp.take_along_axis(tokens, jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)[:, None],
+                             axis=1)[:, 0]
+  kept = jnp.minimum(lengths, room)
+  cut = (kept > 0) & ~((lengths <= room) & (last == eos_id))
+  return kept, cut
+
+
+def decoder_rows(batch: Batch, tokens: Array, lengths: Array, eos_id: int) -> dict[str, Array]:
   """Decoder-only rows: the expert row up to its first action, then the samples.
 
   ``tokens`` [b, n] and ``lengths`` [b] are the decoder's output; samples past the
-  row's end are cut. A row without actions stays empty (all padding).
+  row's end are cut (`cut_samples`). A row without actions stays empty (all padding).
   """
   weights = batch["decoder_loss_weights"]
-  start = first_action(weights)[:, None]
-  lengths = jnp.where(jnp.any(weights > 0, axis=1), lengths, 0)[:, None]
-  pos = jnp.arange(weights.shape[1], dtype=jnp.int32)[None]
+  width = weights.shape[1]
+  start = first_action(weights)
+  lengths = jnp.where(jnp.any(weights > 0, axis=1), lengths, 0)
+  kept, cut = cut_samples(tokens, lengths, width - start, eos_id)
+  start, kept, cut = start[:, None], kept[:, None], cut[:, None]
+  pos = jnp.arange(width, dtype=jnp.int32)[None]
   j = pos - start
   sampled = jnp.take_along_axis(tokens, jnp.clip(j, 0, tokens.shape[1] - 1), axis=1)
-  action = (j >= 0) & (j < lengths)
-  seg = (pos < start + lengths).astype(jnp.int32)
-  targets = jnp.where(j < 0, batch["decoder_target_tokens"], jnp.where(action, sampled, 0)) * seg
+  inside = (j >= 0) & (j < kept)
+  seg = (pos < start + kept).astype(jnp.int32)
+  targets = jnp.where(j < 0, batch["decoder_target_tokens"], jnp.where(inside, sampled, 0)) * seg
   shifted = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
   return {"decoder_input_tokens": shifted * seg, "decoder_target_tokens": targets,
-          "decoder_loss_weights": action.astype(jnp.int32), "decoder_segment_ids": seg,
-          "decoder_positions": pos * seg}
+          "decoder_loss_weights": (inside & (j < kept - cut)).astype(jnp.int32),
+          "decoder_segment_ids": seg, "decoder_positions": pos * seg,
+          "decoder_truncated": (inside & cut).astype(jnp.int32)}
 
 
-def encdec_rows(batch: Batch, tokens: Array, lengths: Array, start_id: int
+def encdec_rows(batch: Batch, tokens: Array, lengths: Array, start_id: int, eos_id: int
                 ) -> dict[str, Array]:
-  """T5 rows: the expert's encoder inputs, the samples as decoder targets."""
-  inside = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None] < lengths[:, None]
+  """T5 rows: the expert's encoder inputs, the samples as decoder targets (`cut_samples`)."""
+  kept, cut = cut_samples(tokens, lengths, jnp.full_like(lengths, tokens.shape[1]), eos_id)
+  j = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
+  inside = j < kept[:, None]
   shifted = jnp.concatenate([jnp.full_like(tokens[:, :1], start_id), tokens[:, :-1]], axis=1)
   return {"encoder_input_tokens": batch["encoder_input_tokens"],
           "decoder_input_tokens": jnp.where(inside, shifted, 0), "decoder_target_tokens": tokens,
-          "decoder_loss_weights": inside.astype(jnp.int32)}
+          "decoder_loss_weights": (inside & (j < (kept - cut)[:, None])).astype(jnp.int32),
+          "decoder_truncated": (inside & cut[:, None]).astype(jnp.int32)}
 
 
 def write(replay: Replay, rows: Mapping[str, Array]) -> Replay:
@@ -146,8 +167,8 @@ def make_sampler(model: nn.Module, config: ml_collections.ConfigDict
     tokens, _, lengths = sample_or_greedy(session, settings, trunk_params(params), prompts,
                                           None, jnp.float32(0.0), key)
     if cfg.kind == "encdec":
-      return encdec_rows(batch, tokens, lengths, cfg.decoder_start_id)
-    return decoder_rows(batch, tokens, lengths)
+      return encdec_rows(batch, tokens, lengths, cfg.decoder_start_id, cfg.eos_id)
+    return decoder_rows(batch, tokens, lengths, cfg.eos_id)
 
   return sample
 

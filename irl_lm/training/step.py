@@ -87,7 +87,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, train: boo
             out.logits, targets, weights, p_out.logits, policy["decoder_target_tokens"],
             policy["decoder_loss_weights"], lam=lam, gamma=iq.gamma, mix=iq.online.mix,
             stop_grad_next=iq.stop_grad_next, expert_segment_ids=seg,
-            policy_segment_ids=policy.get("decoder_segment_ids"), expert_truncated=trunc)
+            policy_segment_ids=policy.get("decoder_segment_ids"), expert_truncated=trunc,
+            policy_truncated=policy.get("decoder_truncated"))
       else:
         loss, metrics = losses.iqlearn_loss(out.logits, targets, weights, lam=lam,
                                             gamma=iq.gamma, stop_grad_next=iq.stop_grad_next,
