@@ -8,6 +8,7 @@ model, core count, library versions and load average of the run that made it.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -131,3 +132,13 @@ def train_step_case(run: Any, batch: dict[str, Any], state: Any = None) -> Calla
     box[0], metrics = run.train_step(box[0], device_batch)
     jax.block_until_ready(metrics)
   return call
+
+
+def train_step_args() -> argparse.ArgumentParser:
+  """A parser with the options of every train-step benchmark: --rounds, --calls (see
+  ``interleave``) and the batch shape --batch, --inputs, --targets."""
+  ap = argparse.ArgumentParser()
+  for name, default in (("rounds", 5), ("calls", 3), ("batch", 16), ("inputs", 128),
+                        ("targets", 64)):
+    ap.add_argument(f"--{name}", type=int, default=default)
+  return ap

@@ -13,7 +13,6 @@ writes bench/results/ilql_options.json.
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -50,12 +49,7 @@ def decode_case(model: Any, params: Any, batch: dict[str, np.ndarray], new: int,
 
 
 def main() -> None:
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--calls", type=int, default=3)
-  ap.add_argument("--batch", type=int, default=16)
-  ap.add_argument("--inputs", type=int, default=128)
-  ap.add_argument("--targets", type=int, default=64)
+  ap = harness.train_step_args()
   ap.add_argument("--decode_batch", type=int, default=8)
   ap.add_argument("--new_tokens", type=int, default=32)
   args = ap.parse_args()

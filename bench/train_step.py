@@ -11,7 +11,6 @@ the bench extra (torch).
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Callable
 
@@ -82,12 +81,7 @@ def torch_case(model, params, batch: dict[str, np.ndarray]) -> Callable[[], None
 
 
 def main() -> None:
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--calls", type=int, default=3)
-  ap.add_argument("--batch", type=int, default=16)
-  ap.add_argument("--inputs", type=int, default=128)
-  ap.add_argument("--targets", type=int, default=64)
+  ap = harness.train_step_args()
   args = ap.parse_args()
   batch = make_batch(args.batch, args.inputs, args.targets, MODEL.vocab_size)
   cases, step_flops = {}, {}
