@@ -83,7 +83,7 @@ def config(task: str, method: str, settings: Settings, seed: int, data_task: str
   c = single_run_config(task=data_task, loss="ilql" if method == "ilql" else "mle",
                         model=s.model, lengths=LENGTHS[task], steps=s.steps,
                         learning_rate=variant.get("learning_rate", s.learning_rate),
-                        seed=seed, log_points=30)
+                        seed=seed, log_points=30, batch_size=s.batch_size)
   il = c.loss.ilql
   il.gamma, il.cql_weight = s.gamma, s.cql_weight
   il.tau = variant.get("tau", il.tau)

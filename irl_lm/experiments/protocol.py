@@ -29,7 +29,7 @@ def fmt(values: Sequence[float], digits: int = 2) -> str:
 
 def outliers(values: dict[str, float], k: float = 3.0, rel: float = 0.02) -> list[str]:
   """Keys whose value is non-finite, or both more than ``k`` scaled MADs and more than
-  ``rel`` (relative) from the median: seeds that agree to 1% are never outliers."""
+  ``rel`` (relative) from the median: a seed within 2% of the median is never an outlier."""
   keys = list(values)
   v = np.array([values[x] for x in keys], float)
   bad = [x for x, y in zip(keys, v) if not np.isfinite(y)]
@@ -38,7 +38,7 @@ def outliers(values: dict[str, float], k: float = 3.0, rel: float = 0.02) -> lis
     return bad
   med = np.median(ok)
   mad = 1.4826 * np.median(np.abs(ok - med))
-  limit = max(k * mad, rel * abs(med))
+  limit = max(k * mad, rel * abs(med), 1e-12)
   return bad + [x for x, y in zip(keys, v) if np.isfinite(y) and abs(y - med) > limit]
 
 

@@ -108,8 +108,10 @@ def verdict_reward(methods: dict[str, dict[int, dict[str, Any]]], iq: str, mle: 
   for t in temps:
     a, b = pearson(methods[iq], t), pearson(methods[mle], t)
     d = protocol.paired(a, b)
+    if not d["n"]:
+      return f"**cannot be tested**: no finite correlation at {t}"
     better += d["median"] > 0 and d["wins"] > d["losses"]
-    worse += d["median"] <= 0
+    worse += d["median"] <= 0 and d["wins"] <= d["losses"]
     cells.append(f"{t}: {np.nanmedian(list(a.values())):.3f} vs "
                  f"{np.nanmedian(list(b.values())):.3f} ({d['wins']}/{d['n']} seeds higher)")
   word = ("holds" if better == len(temps) else "does not hold" if worse == len(temps) else

@@ -81,12 +81,20 @@ def main(argv: list[str]) -> None:
 
 
 def _previous_summary() -> dict:
+  """The other suite's verdicts and time from the last summary of the same kind (full or
+  ``--quick``), when this run is one suite; else nothing."""
   path = os.path.join(FLAGS.outdir, "summary.json")
-  if not os.path.exists(path):
+  if FLAGS.suite == "all" or not os.path.exists(path):
     return {}
   with open(path) as f:
-    return {k: v for k, v in json.load(f).items() if k in ("offline_rl", "imitation")
-            or k.startswith("seconds_")}
+    try:
+      old = json.load(f)
+    except json.JSONDecodeError:
+      return {}
+  if old.get("quick") != FLAGS.quick:
+    return {}
+  other = "imitation" if FLAGS.suite == "offline_rl" else "offline_rl"
+  return {k: v for k, v in old.items() if k in (other, f"seconds_{other}")}
 
 
 def _dump(payload: dict, name: str) -> None:

@@ -6,9 +6,9 @@ import ml_collections
 
 def single_run_config(*, task: str, loss: str, model: str, lengths: tuple[int, int],
                       steps: int, learning_rate: float, seed: int, log_points: int = 20,
-                      max_warmup: int = 100, eval_examples: int = 256
+                      max_warmup: int = 100, eval_examples: int = 256, batch_size: int = 32
                       ) -> ml_collections.ConfigDict:
-  """Batch 32 on one device, ``log_points`` log lines, one checkpoint and eval at the end
+  """``batch_size`` rows on one device, ``log_points`` log lines, one checkpoint and eval at the end
   (eval loss only: the experiments measure rollouts themselves)."""
   from irl_lm.training.config import base_config
   c = base_config()
@@ -17,7 +17,7 @@ def single_run_config(*, task: str, loss: str, model: str, lengths: tuple[int, i
   c.loss.name = loss
   c.data.task = task
   c.data.inputs_length, c.data.targets_length = lengths
-  c.data.batch_size = 32
+  c.data.batch_size = batch_size
   c.optimizer.learning_rate = learning_rate
   c.optimizer.warmup_steps = min(max_warmup, steps // 10 + 1)
   c.train.steps = steps
