@@ -50,14 +50,9 @@ def jax_case(loss: str, batch: dict[str, np.ndarray]
   config.data.batch_size, config.data.targets_length = batch["decoder_target_tokens"].shape
   config.data.inputs_length = batch["encoder_input_tokens"].shape[1]
   run = build_run(config, with_task=False, model_cfg=MODEL)
-  box = [run.init_state()]
-  params = jax.tree.map(np.asarray, box[0].params)
-  device_batch = run.shard_batch(batch)
-
-  def call() -> None:
-    box[0], metrics = run.train_step(box[0], device_batch)
-    jax.block_until_ready(metrics)
-  return call, (run.model, params), run
+  state = run.init_state()
+  params = jax.tree.map(np.asarray, state.params)
+  return harness.train_step_case(run, batch, state), (run.model, params), run
 
 
 def torch_case(model, params, batch: dict[str, np.ndarray]) -> Callable[[], None]:
