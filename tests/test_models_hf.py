@@ -13,7 +13,7 @@ from irl_lm.models import (apply_heads, apply_q_heads, from_pretrained, q_heads,
                            trunk_params)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
-NAMES = ["t5_v1_1", "t5_original", "gpt2", "llama_gqa"]
+NAMES = sorted(os.listdir(FIXTURES))
 
 
 def golden(name):

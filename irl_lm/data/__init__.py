@@ -4,7 +4,8 @@ Public API:
   get_task(name) -> seqio.Task
   register_paper_tasks(vocabulary_kind, vocabulary_path, tfds_data_dir=None) -> list[str]
   register_embedded_tasks(data_seed=0) -> list[str]  (done on import)
-  register_jsonl_reward_task(name, paths, vocabulary, ...) -> seqio.Task
+  register_jsonl_reward_task(name, paths, vocabulary, ..., chat_template_from=None) -> seqio.Task
+  load_chat_template(tokenizer_dir) -> ChatTemplate  (chat rows; see irl_lm.data.chat)
   register_id_task(name, {split: (prompts, continuations)}, IdVocabulary) -> seqio.Task
   register_top_fraction(name, base, fraction) -> seqio.Task  (filtered BC data)
   make_vocabulary(kind, path=None) -> seqio.Vocabulary; IdVocabulary(size, eos_id)
@@ -26,6 +27,7 @@ except RuntimeError:  # TensorFlow's devices were already initialised elsewhere.
   pass
 
 # pylint: disable=wrong-import-position
+from irl_lm.data.chat import load_chat_template
 from irl_lm.data.embedded import score
 from irl_lm.data.feature_converters import (DecoderRewardFeatureConverter,
                                             EncDecRewardFeatureConverter, get_feature_converter)
@@ -44,7 +46,7 @@ register_embedded_tasks()
 __all__ = [
     "BatchIterator", "DatasetNotPreparedError", "DecoderRewardFeatureConverter",
     "EncDecRewardFeatureConverter", "IdVocabulary", "JsonlFormatError", "compute_metrics",
-    "eval_examples", "get_feature_converter", "get_task", "make_vocabulary",
+    "eval_examples", "get_feature_converter", "get_task", "load_chat_template", "make_vocabulary",
     "register_embedded_tasks", "register_id_task", "register_jsonl_reward_task",
     "register_paper_tasks", "register_top_fraction", "score", "shard_info_from_mesh",
     "split_returns",

@@ -4,6 +4,8 @@ One JSON object per line, either
 
 * single-turn: ``{"prompt": str, "response": str, "reward": number}``, or
 * multi-turn: ``{"turns": [{"text": str, "is_action": bool, "reward": number (optional)}, ...]}``,
+* chat: ``{"messages": [{"role": str, "content": str, "reward": number (optional)}, ...]}``,
+  rendered with a tokenizer's chat template into multi-turn pieces (`irl_lm.data.chat`),
 
 each with an optional ``"done": true|false`` (default true): false marks an episode that
 was logged without its end (it gets no EOS and bootstraps from the state after its text).
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from irl_lm.data.chat import ChatTemplate, NoChatTemplateError, chat_turns, no_template_error
 from irl_lm.data.sources import InMemorySource
 from irl_lm.errors import InputError, MissingError
 
@@ -105,23 +108,35 @@ def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
   return prompt, folded
 
 
-def parse_line(line: str) -> Row:
-  """(prompt, [(text, is_action, reward), ...], done) of one JSONL line; InputError if malformed."""
+def parse_line(line: str, chat_template: ChatTemplate | None = None) -> Row:
+  """(prompt, [(text, is_action, reward), ...], done) of one JSONL line; InputError if malformed.
+
+  Chat rows ("messages") need `chat_template` (else `NoChatTemplateError`).
+  """
   try:
     row = json.loads(line)
   except json.JSONDecodeError as e:
     raise InputError(f"invalid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(row, dict):
     raise InputError(f"expected a JSON object, got {type(row).__name__}")
-  prompt, turns = _multi_turn(row) if "turns" in row else _single_turn(row)
+  if "messages" in row:
+    if chat_template is None:
+      raise no_template_error()
+    prompt, turns = chat_turns(row["messages"], chat_template)
+  elif "turns" in row:
+    prompt, turns = _multi_turn(row)
+  else:
+    prompt, turns = _single_turn(row)
   return prompt, turns, _done(row)
 
 
-def read_jsonl(path: str, skip_invalid: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_jsonl(path: str, skip_invalid: bool = False, chat_template: ChatTemplate | None = None
+               ) -> tuple[dict[str, np.ndarray], list[str]]:
   """Columns for `InMemorySource` from a reward-labelled JSONL file, and the skip messages.
 
   A malformed line raises `JsonlFormatError` ("path:line: what is wrong"); with
-  `skip_invalid` it is skipped and its message returned in the list instead.
+  `skip_invalid` it is skipped and its message returned in the list instead. A chat
+  row without `chat_template` is never skipped: every chat row would be.
   """
   rows: list[Row] = []
   skipped: list[str] = []
@@ -137,10 +152,10 @@ def read_jsonl(path: str, skip_invalid: bool = False) -> tuple[dict[str, np.ndar
       try:
         line = _decode(raw, offset, first=lineno == 1)
         if line.strip():
-          rows.append(parse_line(line))
+          rows.append(parse_line(line, chat_template))
       except ValueError as e:
         message = f"{path}:{lineno}: {e}"
-        if not skip_invalid:
+        if not skip_invalid or isinstance(e, NoChatTemplateError):
           raise JsonlFormatError(message) from None
         skipped.append(message)
       offset += len(raw)
@@ -179,16 +194,22 @@ def _to_columns(rows: list[Row]) -> dict[str, np.ndarray]:
 
 
 class JsonlRewardSource(InMemorySource):
-  """A seqio source over reward-labelled JSONL files, one per split."""
+  """A seqio source over reward-labelled JSONL files, one per split.
 
-  def __init__(self, split_to_path: Mapping[str, str], skip_invalid: bool = False):
+  `chat_template` renders chat rows ("messages"); without it they are an error.
+  """
+
+  def __init__(self, split_to_path: Mapping[str, str], skip_invalid: bool = False,
+               chat_template: ChatTemplate | None = None):
     self.split_to_path = dict(split_to_path)
     self.skip_invalid = skip_invalid
+    self.chat_template = chat_template
     self.skipped: dict[str, list[str]] = {}
     super().__init__(self._load, splits=tuple(self.split_to_path))
 
   def _load(self, split: str) -> dict[str, np.ndarray]:
-    columns, self.skipped[split] = read_jsonl(self.split_to_path[split], self.skip_invalid)
+    columns, self.skipped[split] = read_jsonl(self.split_to_path[split], self.skip_invalid,
+                                              self.chat_template)
     return columns
 
   def num_skipped(self, split: str) -> int:

@@ -22,28 +22,48 @@ DTYPES = ("float32", "bfloat16")
 
 # Each layout is a preset of feature switches; the layers read only the switches,
 # so a new architecture is a new entry here (plus its Hugging Face weight names).
+_T5 = dict(kind="encdec", activation="gelu_new", gated_mlp=True, norm="rms",
+           position="relative", use_bias=False, scaled_attention=False)
+_LLAMA = dict(kind="decoder", activation="silu", gated_mlp=True, norm="rms", position="rope",
+              use_bias=False, scaled_attention=True, head_rescale=False)
+_GEMMA = dict(_LLAMA, activation="gelu_new", norm="rms_1p", embed_scale=True)
 LAYOUTS: dict[str, dict[str, Any]] = {
-    "v1_1": dict(kind="encdec", activation="gelu_new", gated_mlp=True, norm="rms",
-                 position="relative", use_bias=False, scaled_attention=False),
-    "original": dict(kind="encdec", activation="relu", gated_mlp=False, norm="rms",
-                     position="relative", use_bias=False, scaled_attention=False),
+    "v1_1": _T5,  # T5 v1.1 / Flan-T5
+    "original": dict(_T5, activation="relu", gated_mlp=False),
+    "mt5": dict(_T5, head_rescale=False),
+    "umt5": dict(_T5, rel_bias_per_layer=True),
     "gpt2": dict(kind="decoder", activation="gelu_new", gated_mlp=False, norm="layer",
-                 position="learned", use_bias=True, scaled_attention=True),
-    "llama": dict(kind="decoder", activation="silu", gated_mlp=True, norm="rms",
-                  position="rope", use_bias=False, scaled_attention=True),
+                 position="learned", use_bias=True, scaled_attention=True, head_rescale=False),
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": dict(_LLAMA, qkv_bias=True),
+    "qwen3": dict(_LLAMA, qk_norm=True),
+    "gemma": _GEMMA,
+    "gemma2": dict(_GEMMA, sandwich_norms=True),
+    "gemma3": dict(_GEMMA, sandwich_norms=True, qk_norm=True),
 }
-SWITCHES = ("activation", "gated_mlp", "norm", "position", "use_bias", "scaled_attention")
+SWITCHES = ("activation", "gated_mlp", "norm", "position", "use_bias", "scaled_attention",
+            "qkv_bias", "out_bias", "mlp_bias", "qk_norm", "embed_scale", "sandwich_norms",
+            "rel_bias_per_layer", "head_rescale")
+# Switches a layout may leave out, and what they then are (a bias switch: ``use_bias``).
+_SWITCH_DEFAULTS = dict(qk_norm=False, embed_scale=False, sandwich_norms=False,
+                        rel_bias_per_layer=False)
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+LAYER_TYPES = ("full", "sliding")
+NORMS = ("rms", "rms_1p", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture and execution settings of a model.
 
-  ``kind`` is ``encdec`` (T5) or ``decoder`` (decoder-only). ``layout`` names
-  the architecture and presets the feature switches (``LAYOUTS``): ``v1_1``
-  (T5 v1.1 / Flan-T5: gated GELU, untied head), ``original`` (T5: ReLU, tied
-  head rescaled by d_model**-0.5), ``gpt2`` and ``llama``. A switch left None
-  takes the layout's value.
+  ``kind`` is ``encdec`` (T5 family) or ``decoder`` (decoder-only). ``layout``
+  names the architecture and presets the feature switches (``LAYOUTS``):
+  ``v1_1`` (T5 v1.1 / Flan-T5), ``original`` (T5), ``mt5``, ``umt5``, ``gpt2``,
+  ``llama``, ``mistral``, ``qwen2``, ``qwen3``, ``gemma``, ``gemma2``,
+  ``gemma3``. A switch left None takes the layout's value; the numeric options
+  below (RoPE scaling, windows, soft-caps) are read from a checkpoint's
+  ``config.json`` or set by a preset.
   """
 
   kind: str = "encdec"
@@ -55,8 +75,8 @@ class ModelConfig:
   d_ff: int = 1024
   num_layers: int = 8  # decoder layers (T5 decoder or decoder-only model)
   num_encoder_layers: int = 8  # T5 only
-  num_kv_heads: int = 0  # llama grouped-query attention; 0 = num_heads
-  max_position_embeddings: int = 1024  # gpt2 learned positions
+  num_kv_heads: int = 0  # grouped-query attention; 0 = num_heads
+  max_position_embeddings: int = 1024  # gpt2 learned positions; RoPE scaling's reference
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   layer_norm_eps: float = 1e-6
@@ -66,12 +86,36 @@ class ModelConfig:
   eos_id: int = 1
   decoder_start_id: int = 0
   dropout_rate: float = 0.0
-  activation: str | None = None  # relu, gelu, gelu_new, silu
+  activation: str | None = None  # relu, gelu, gelu_new (tanh approximation), silu
   gated_mlp: bool | None = None
-  norm: str | None = None  # rms or layer
+  norm: str | None = None  # rms (x * w), rms_1p (x * (1 + w), Gemma) or layer
   position: str | None = None  # relative (T5 buckets), learned or rope
-  use_bias: bool | None = None  # biases on attention and MLP projections
+  use_bias: bool | None = None  # biases on attention and MLP projections (GPT-2)
   scaled_attention: bool | None = None  # scores scaled by head_dim**-0.5
+  qkv_bias: bool | None = None  # biases on q, k, v (None: use_bias)
+  out_bias: bool | None = None  # bias on the attention output (None: use_bias)
+  mlp_bias: bool | None = None  # biases on the MLP projections (None: use_bias)
+  qk_norm: bool | None = None  # per-head norm of q and k before RoPE (Qwen3, Gemma 3)
+  embed_scale: bool | None = None  # embeddings times sqrt(d_model) (Gemma)
+  sandwich_norms: bool | None = None  # norms after attention and MLP too (Gemma 2, 3)
+  rel_bias_per_layer: bool | None = None  # T5: a relative bias in every layer (UMT5)
+  head_rescale: bool | None = None  # T5: decoder output * d_model**-0.5 (None: tied)
+  query_scale: float = 0.0  # attention scale; 0: head_dim**-0.5 (scaled_attention) or 1
+  scale_by_layer: bool = False  # scores / (layer + 1) (GPT-2 scale_attn_by_inverse_layer_idx)
+  attn_softcap: float = 0.0  # scores -> cap * tanh(scores / cap) before the mask; 0 = off
+  final_softcap: float = 0.0  # logits -> cap * tanh(logits / cap); 0 = off
+  sliding_window: int = 0  # keys i - W < j <= i on the "sliding" layers
+  layer_types: tuple[str, ...] = ()  # "full" | "sliding" per layer; () = all full
+  rope_type: str = "default"  # default, linear, dynamic (NTK), yarn, llama3
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0  # llama3
+  rope_high_freq_factor: float = 4.0  # llama3
+  rope_original_max: int = 0  # llama3, yarn: original_max_position_embeddings
+  rope_beta_fast: float = 32.0  # yarn
+  rope_beta_slow: float = 1.0  # yarn
+  rope_truncate: bool = True  # yarn
+  rope_attention_factor: float = 1.0  # cos and sin scale (yarn)
+  rope_local_theta: float = 0.0  # sliding layers' unscaled RoPE theta (Gemma 3); 0 = global
   dtype: str = "float32"  # compute dtype; parameters are always float32
   remat: str = "none"
   scan_layers: bool = False
@@ -86,14 +130,42 @@ class ModelConfig:
                         f"layout, not {self.kind}")
     for name in SWITCHES:
       if getattr(self, name) is None:
-        object.__setattr__(self, name, LAYOUTS[self.layout][name])
+        default = self.use_bias if name.endswith("_bias") and name != "use_bias" else \
+            _SWITCH_DEFAULTS.get(name)
+        if name == "head_rescale":
+          default = self.tie_word_embeddings
+        object.__setattr__(self, name, LAYOUTS[self.layout].get(name, default))
+    object.__setattr__(self, "layer_types", tuple(self.layer_types))
     if self.remat not in REMAT_POLICIES:
       raise ConfigError(f"model.remat={self.remat!r}: expected one of {tuple(REMAT_POLICIES)}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
+    if self.norm not in NORMS:
+      raise ConfigError(f"model.norm={self.norm!r}: expected one of {NORMS}")
+    if self.rope_type not in ROPE_TYPES:
+      raise ConfigError(f"model.rope_type={self.rope_type!r}: expected one of {ROPE_TYPES}")
     if self.kv_heads and self.num_heads % self.kv_heads:
       raise ConfigError(f"model.num_heads={self.num_heads} is not a multiple of "
                         f"model.num_kv_heads={self.kv_heads}")
+    if self.layer_types and (len(self.layer_types) != self.num_layers
+                             or set(self.layer_types) - set(LAYER_TYPES)):
+      raise ConfigError("model.layer_types must name 'full' or 'sliding' for each of the "
+                        f"{self.num_layers} layers", found=repr(self.layer_types))
+    if "sliding" in self.layer_types and self.sliding_window <= 0:
+      raise ConfigError("model.layer_types has sliding layers but model.sliding_window is "
+                        f"{self.sliding_window}", expected="a window of at least 1 token")
+
+  @property
+  def sliding_layers(self) -> tuple[bool, ...]:
+    """Per layer: whether it attends within ``sliding_window`` only."""
+    return tuple(t == "sliding" for t in self.layer_types) or (False,) * self.num_layers
+
+  @property
+  def attention_scale(self) -> float:
+    """The factor on q.k (before any per-layer ``scale_by_layer`` division)."""
+    if self.query_scale:
+      return self.query_scale
+    return self.head_dim ** -0.5 if self.scaled_attention else 1.0
 
   @property
   def kv_heads(self) -> int:

@@ -22,7 +22,8 @@ from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
 from irl_lm.models.heads import HEADS, VALUE_TRUNK
 from irl_lm.models.hf_config import (LFS_POINTER_PREFIX, check_not_lfs_pointer, from_hf_config,
-                                     read_json, to_hf_config)
+                                     read_json)
+from irl_lm.models.hf_families import check_exportable, to_hf_config
 from irl_lm.models.hf_weights import Entry, ignorable, key_aliases, weight_entries
 
 VALUE_HEADS_FILE = "value_heads.safetensors"
@@ -198,6 +199,25 @@ def _read_trunk(cfg: ModelConfig, tensors: SafetensorsDir, shapes: dict[tuple[st
   return out
 
 
+def load_hf_config(path: str, **overrides: Any) -> ModelConfig:
+  """``ModelConfig`` of a checkpoint directory (or a lone ``config.json``).
+
+  As transformers >= 5 does, a checkpoint that holds its own ``lm_head.weight``
+  has an untied head whatever ``tie_word_embeddings`` says (mT5, UMT5).
+  """
+  cfg_file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+  if not os.path.exists(cfg_file):
+    raise MissingError("no config.json", where=path)
+  cfg = from_hf_config(read_json(cfg_file), source=cfg_file, **overrides)
+  directory = os.path.dirname(cfg_file)
+  has_weights = any(os.path.exists(os.path.join(directory, f)) for f in
+                    ("model.safetensors", "model.safetensors.index.json"))
+  if (cfg.tie_word_embeddings and "tie_word_embeddings" not in overrides and has_weights
+      and "lm_head.weight" in SafetensorsDir(directory)):
+    cfg = cfg.replace(tie_word_embeddings=False)
+  return cfg
+
+
 def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool = False,
                     dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
                     rules: shd.Rules = shd.DEFAULT_RULES, rng: jax.Array | None = None,
@@ -224,10 +244,7 @@ def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool =
   if not os.path.isdir(path):
     raise MissingError("checkpoint directory not found" if not os.path.exists(path)
                        else "not a checkpoint directory", where=path)
-  cfg_file = os.path.join(path, "config.json")
-  if not os.path.exists(cfg_file):
-    raise MissingError("no config.json", where=path)
-  cfg = from_hf_config(read_json(cfg_file), source=cfg_file, dtype=dtype, **overrides)
+  cfg = load_hf_config(path, dtype=dtype, **overrides)
   specs, abstract = param_logical_specs(cfg, heads=value_heads, value_trunk=value_trunk)
   unrolled = cfg.replace(scan_layers=False)
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
@@ -314,6 +331,7 @@ def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
   names). Sharded (multi-host) parameters are gathered; only process 0 writes.
   """
   cfg: ModelConfig = model.cfg
+  check_exportable(cfg)
   params = multihost_utils.process_allgather(params, tiled=True)
   flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
   flat = _unstack_layers(flat)
@@ -333,4 +351,4 @@ def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
               metadata={"format": "pt"})
 
 
-__all__ = ["from_pretrained", "save_pretrained", "SafetensorsDir", "Entry"]
+__all__ = ["from_pretrained", "load_hf_config", "save_pretrained", "SafetensorsDir", "Entry"]

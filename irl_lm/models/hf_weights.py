@@ -58,19 +58,22 @@ class Entry:
 
 def _t5_entries(cfg: ModelConfig) -> list[Entry]:
   out = [Entry(("shared", "embedding"), "shared.weight")]
+  rel = "SelfAttention.relative_attention_bias.weight"
   for side, short in (("encoder", "enc"), ("decoder", "dec")):
-    out.append(Entry((f"{short}_relpos", "rel_embedding"),
-                     f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
+    if not cfg.rel_bias_per_layer:  # mT5 / T5: block 0 holds the stack's bias
+      out.append(Entry((f"{short}_relpos", "rel_embedding"), f"{side}.block.0.layer.0.{rel}"))
     subs = [("attn", "SelfAttention")] + ([("cross", "EncDecAttention")] if side == "decoder" else [])
     subs.append(("mlp", "DenseReluDense"))
     n = cfg.num_encoder_layers if side == "encoder" else cfg.num_layers
     for i in range(n):
       ours = (side, f"layers_{i}")
+      if cfg.rel_bias_per_layer:  # UMT5: every block its own
+        out.append(Entry(ours + ("relpos", "rel_embedding"), f"{side}.block.{i}.layer.0.{rel}"))
       for j, (sub, hf_sub) in enumerate(subs):
         base = f"{side}.block.{i}.layer.{j}"
         out.append(Entry(ours + (f"{sub}_norm", "scale"), f"{base}.layer_norm.weight"))
         if sub == "mlp":
-          names = ("wi_0", "wi_1", "wo") if cfg.layout == "v1_1" else ("wi", "wo")
+          names = ("wi_0", "wi_1", "wo") if cfg.gated_mlp else ("wi", "wo")
           out += [Entry(ours + ("mlp", w, "kernel"), f"{base}.{hf_sub}.{w}.weight", True)
                   for w in names]
         else:
@@ -103,16 +106,28 @@ def _gpt2_entries(cfg: ModelConfig) -> list[Entry]:
 
 
 def _llama_entries(cfg: ModelConfig) -> list[Entry]:
+  """Llama, Mistral, Qwen 2/3 and Gemma 1/2/3: one name scheme, switches add entries."""
   out = [Entry(("embed", "embedding"), "model.embed_tokens.weight")]
+  norms = [("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")]
+  if cfg.sandwich_norms:  # Gemma 2/3: post_attention_layernorm is the attention's post-norm
+    norms = [("attn_norm", "input_layernorm"), ("post_attn_norm", "post_attention_layernorm"),
+             ("mlp_norm", "pre_feedforward_layernorm"),
+             ("post_mlp_norm", "post_feedforward_layernorm")]
   for i in range(cfg.num_layers):
     ours, base = ("decoder", f"layers_{i}"), f"model.layers.{i}"
-    out.append(Entry(ours + ("attn_norm", "scale"), f"{base}.input_layernorm.weight"))
-    out.append(Entry(ours + ("mlp_norm", "scale"), f"{base}.post_attention_layernorm.weight"))
-    out += [Entry(ours + ("attn", w, "kernel"), f"{base}.self_attn.{h}_proj.weight", True,
-                  n_in=2 if w == "out" else 1)
-            for w, h in zip(("query", "key", "value", "out"), "qkvo")]
-    out += [Entry(ours + ("mlp", w, "kernel"), f"{base}.mlp.{h}_proj.weight", True)
-            for w, h in (("wi_0", "gate"), ("wi_1", "up"), ("wo", "down"))]
+    out += [Entry(ours + (n, "scale"), f"{base}.{hf}.weight") for n, hf in norms]
+    for w, h in zip(("query", "key", "value", "out"), "qkvo"):
+      out.append(Entry(ours + ("attn", w, "kernel"), f"{base}.self_attn.{h}_proj.weight", True,
+                       n_in=2 if w == "out" else 1))
+      if cfg.out_bias if w == "out" else cfg.qkv_bias:
+        out.append(Entry(ours + ("attn", w, "bias"), f"{base}.self_attn.{h}_proj.bias"))
+    if cfg.qk_norm:
+      out += [Entry(ours + ("attn", f"{w}_norm", "scale"), f"{base}.self_attn.{h}_norm.weight")
+              for w, h in (("query", "q"), ("key", "k"))]
+    for w, h in (("wi_0", "gate"), ("wi_1", "up"), ("wo", "down")):
+      out.append(Entry(ours + ("mlp", w, "kernel"), f"{base}.mlp.{h}_proj.weight", True))
+      if cfg.mlp_bias:
+        out.append(Entry(ours + ("mlp", w, "bias"), f"{base}.mlp.{h}_proj.bias"))
   out.append(Entry(("final_norm", "scale"), "model.norm.weight"))
   if not cfg.tie_word_embeddings:
     out.append(Entry(("lm_head", "kernel"), "lm_head.weight", True))
@@ -133,7 +148,7 @@ def key_aliases(cfg: ModelConfig, key: str) -> list[str]:
   if cfg.kind == "encdec" and key == "lm_head.weight":
     return ["shared.weight"]  # transformers>=5 drops an lm_head equal to the embedding
   for prefix in ("transformer.", "model."):
-    if key.startswith(prefix) and not (cfg.layout == "llama" and key == "lm_head.weight"):
+    if key.startswith(prefix):
       return [key[len(prefix):]]
   return []
 

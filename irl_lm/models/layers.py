@@ -11,10 +11,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from irl_lm import sharding as shd
 from irl_lm.models.config import REMAT_POLICIES, ModelConfig
+from irl_lm.models.rope import apply_rope
 
 Array = jax.Array
 NEG_INF = -1e30
@@ -74,28 +76,34 @@ def dense(features: int | Sequence[int], names: Sequence[str | None], cfg: Model
 
 
 class RMSNorm(nn.Module):
-  """Root-mean-square norm with a scale and no bias (T5, Llama)."""
+  """Root-mean-square norm with a scale and no bias: ``x * w`` (T5, Llama) or, with
+  ``offset``, ``x * (1 + w)`` with ``w`` initialised to zeros (Gemma)."""
 
   eps: float
   dtype: Any = jnp.float32
+  offset: bool = False
+  names: tuple[str | None, ...] = ("embed",)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    init = nn.initializers.zeros if self.offset else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, self.names),
                        (x.shape[-1],), jnp.float32)
     x32 = x.astype(jnp.float32)
     y = x32 * lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (y * scale).astype(self.dtype)
+    return (y * (1.0 + scale if self.offset else scale)).astype(self.dtype)
 
 
-def norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
-  """The configured normalisation layer: LayerNorm (``norm='layer'``) or RMSNorm."""
+def norm(cfg: ModelConfig, name: str | None = None,
+         names: tuple[str | None, ...] = ("embed",)) -> nn.Module:
+  """The configured normalisation layer: LayerNorm (``norm='layer'``) or RMSNorm
+  (``rms``, or ``rms_1p`` for Gemma's ``1 + w`` scale); ``names`` are the scale's axes."""
   if cfg.norm == "layer":
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=jnp.float32, name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
-  return RMSNorm(cfg.layer_norm_eps, cfg.compute_dtype, name=name)
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names))
+  return RMSNorm(cfg.layer_norm_eps, cfg.compute_dtype, cfg.norm == "rms_1p", names, name=name)
 
 
 def embedding(cfg: ModelConfig, num: int, name: str | None = None, names=("vocab", "embed"),
@@ -114,10 +122,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.cfg
-    act, bias = ACTIVATIONS[cfg.activation], cfg.use_bias
+    act, bias = ACTIVATIONS[cfg.activation], cfg.mlp_bias
     if cfg.gated_mlp:
-      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0")(x)) * dense(
-          cfg.d_ff, ("embed", "mlp"), cfg, "wi_1")(x)
+      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0", use_bias=bias)(x)) * dense(
+          cfg.d_ff, ("embed", "mlp"), cfg, "wi_1", use_bias=bias)(x)
     else:
       h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi", use_bias=bias)(x))
     h = constrain(h, ("batch", "length", "mlp"))
@@ -125,21 +133,8 @@ class MLP(nn.Module):
     return dense(cfg.d_model, ("mlp", "embed"), cfg, "wo", use_bias=bias)(h)
 
 
-def rope(x: Array, positions: Array, theta: float) -> Array:
-  """Rotary embedding (half-split layout, as in Llama) of ``x`` [b, t, h, d]."""
-  d = x.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
-  ang = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, t, d/2]
-  cos = jnp.concatenate([jnp.cos(ang)] * 2, -1)[:, :, None, :]
-  sin = jnp.concatenate([jnp.sin(ang)] * 2, -1)[:, :, None, :]
-  x32 = x.astype(jnp.float32)
-  x1, x2 = x32[..., : d // 2], x32[..., d // 2:]
-  rotated = jnp.concatenate([-x2, x1], -1)
-  return (x32 * cos + rotated * sin).astype(x.dtype)
-
-
 def attend(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None,
-           scale: float) -> Array:
+           scale: float | Array, softcap: float = 0.0) -> Array:
   """Grouped-query dot-product attention.
 
   Args:
@@ -147,12 +142,16 @@ def attend(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None,
       layout, so decoding never transposes the cache) with h a multiple of g.
     mask: boolean, broadcastable to [b, 1, tq, tk]; True = may attend.
     bias: additive, broadcastable to [b, h, tq, tk] (T5 relative positions).
+    softcap: when positive, scores become ``softcap * tanh(scores / softcap)``
+      before the bias and mask (Gemma 2).
   """
   b, tq, h, d = q.shape
   g, tk = k.shape[1], k.shape[2]
   qg = q.reshape(b, tq, g, h // g, d)
   s = jnp.einsum("bqgrd,bgkd->bgrqk", qg, k, preferred_element_type=jnp.float32)
   s = s.reshape(b, h, tq, tk) * scale
+  if softcap:
+    s = softcap * jnp.tanh(s / softcap)
   if bias is not None:
     s = s + bias.astype(jnp.float32)
   if mask is not None:
@@ -177,30 +176,38 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, kv_input: Array | None, mask: Array | None,
-               bias: Array | None = None, positions: Array | None = None,
-               cache_index: Array | None = None) -> Array:
+               bias: Array | None = None, rope: tuple[Array, Array] | None = None,
+               cache_index: Array | None = None, scale: float | Array | None = None) -> Array:
+    """``rope``: the (cos, sin) table of the queries' positions (RoPE layouts);
+    ``scale``: the score factor (default ``cfg.attention_scale``)."""
     cfg = self.cfg
-    bias_on, g = cfg.use_bias, cfg.kv_heads
+    g = cfg.kv_heads
     q = dense((cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, "query",
-              use_bias=bias_on)(x)
+              use_bias=cfg.qkv_bias)(x)
+    if cfg.qk_norm:
+      q = norm(cfg, "query_norm", ("kv",))(q)
     q = constrain(q, ("batch", "length", "heads", "kv"))
     project_kv = kv_input is not None or not self.cross
     if project_kv:
       src = x if not self.cross else kv_input
-      k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key", use_bias=bias_on)(src)
+      k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key",
+                use_bias=cfg.qkv_bias)(src)
       v = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "value",
-                use_bias=bias_on)(src)
-      if cfg.position == "rope":
-        q = rope(q, positions, cfg.rope_theta)
-        k = rope(k, positions, cfg.rope_theta)
+                use_bias=cfg.qkv_bias)(src)
+      if cfg.qk_norm:
+        k = norm(cfg, "key_norm", ("kv",))(k)
+      if rope is not None:
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
       k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, g, t, d]
+    elif rope is not None:
+      q = apply_rope(q, rope)
     if self.decode:
       k, v = self._cached(k if project_kv else None, v if project_kv else None, cache_index)
-    scale = cfg.head_dim ** -0.5 if cfg.scaled_attention else 1.0
-    out = attend(q, k, v, mask, bias, scale)
+    out = attend(q, k, v, mask, bias, cfg.attention_scale if scale is None else scale,
+                 cfg.attn_softcap)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
     return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
-                 use_bias=bias_on)(out)
+                 use_bias=cfg.out_bias)(out)
 
   def _cached(self, k: Array | None, v: Array | None,
               cache_index: Array | None) -> tuple[Array, Array]:
@@ -224,9 +231,11 @@ class LayerStack(nn.Module):
   """Applies ``num_layers`` copies of ``block`` (unrolled or scanned, optionally remat).
 
   The block is built as ``block(cfg, decode=..., deterministic=...)``, called as
-  ``block(x, *args)`` and returns ``(x, None)``; ``args`` are broadcast to every
-  layer. Scanned layers store parameters stacked on a leading ``layers`` axis
-  under ``layers``; unrolled ones under ``layers_0``, ``layers_1``, ...
+  ``block(x, layer, *args)`` and returns ``(x, None)``; ``layer`` is the layer's
+  index (a Python int when unrolled, a traced int32 when scanned: read per-layer
+  settings with ``per_layer``) and ``args`` are broadcast to every layer.
+  Scanned layers store parameters stacked on a leading ``layers`` axis under
+  ``layers``; unrolled ones under ``layers_0``, ``layers_1``, ...
   """
 
   cfg: ModelConfig
@@ -243,13 +252,28 @@ class LayerStack(nn.Module):
     if cfg.scan_layers:
       cls = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
                     split_rngs={"params": True, "dropout": True},
-                    in_axes=(nn.broadcast,) * len(args), length=self.num_layers,
+                    in_axes=(0,) + (nn.broadcast,) * len(args), length=self.num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = cls(cfg, decode=decode, deterministic=deterministic, name="layers")(x, *args)
+      x, _ = cls(cfg, decode=decode, deterministic=deterministic, name="layers")(
+          x, jnp.arange(self.num_layers, dtype=jnp.int32), *args)
       return x
     for i in range(self.num_layers):
-      x, _ = cls(cfg, decode=decode, deterministic=deterministic, name=f"layers_{i}")(x, *args)
+      x, _ = cls(cfg, decode=decode, deterministic=deterministic, name=f"layers_{i}")(x, i, *args)
     return x
+
+
+def per_layer(values: Sequence[Any], layer: int | Array) -> Any:
+  """``values[layer]``: a Python value for an unrolled layer, an array for a scanned one."""
+  if isinstance(layer, int):
+    return values[layer]
+  return jnp.asarray(values)[layer]
+
+
+def pick(flag: bool | Array, if_true: Any, if_false: Any) -> Any:
+  """``if_true`` or ``if_false`` (pytrees) by a static or traced per-layer ``flag``."""
+  if isinstance(flag, (bool, np.bool_)):
+    return if_true if flag else if_false
+  return jax.tree.map(lambda a, b: jnp.where(flag, a, b), if_true, if_false)
 
 
 def segment_ids(batch: Any, prefix: str, tokens: Array, pad_id: int | None = None) -> Array:
@@ -275,6 +299,12 @@ def causal_mask(q_seg: Array, k_seg: Array, q_slot: Array, k_slot: Array) -> Arr
   same = q_seg[:, :, None] == k_seg[:, None, :]
   order = k_slot[..., None, :] <= q_slot[..., :, None]
   return (same & order)[:, None]
+
+
+def window_mask(mask: Array, q_slot: Array, k_slot: Array, window: int) -> Array:
+  """``mask`` restricted to the ``window`` latest keys: ``q - window < k <= q``."""
+  near = (q_slot[..., :, None] - k_slot[..., None, :]) < window
+  return mask & (near[:, None] if near.ndim == 3 else near)
 
 
 def padding_mask(q_seg: Array, k_seg: Array) -> Array:

@@ -1,4 +1,4 @@
-"""T5 encoder-decoder (v1.1 / Flan-T5 and original layouts)."""
+"""T5 encoder-decoder (T5, T5 v1.1 / Flan-T5, mT5 and UMT5 layouts)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -54,14 +54,25 @@ class RelativePositionBias(nn.Module):
     return jnp.moveaxis(table[buckets], -1, -3)
 
 
+def _self_bias(cfg: ModelConfig, bidirectional: bool, shared: Array | None,
+               q_pos: Array, k_pos: Array) -> Array:
+  """The stack's shared relative bias, or (UMT5) this layer's own."""
+  if not cfg.rel_bias_per_layer:
+    return shared
+  return RelativePositionBias(cfg, bidirectional, name="relpos")(q_pos, k_pos)
+
+
 class EncoderBlock(nn.Module):
   cfg: ModelConfig
   decode: bool = False
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, bias: Array) -> tuple[Array, None]:
+  def __call__(self, x: Array, layer: int | Array, mask: Array, bias: Array | None,
+               pos: Array) -> tuple[Array, None]:
+    del layer
     cfg, det = self.cfg, self.deterministic
+    bias = _self_bias(cfg, True, bias, pos, pos)
     h = norm(cfg, "attn_norm")(x)
     h = Attention(cfg, deterministic=det, name="attn")(h, None, mask, bias)
     x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
@@ -76,9 +87,12 @@ class DecoderBlock(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array | None, self_mask: Array, bias: Array,
-               cross_mask: Array, cache_index: Array | None) -> tuple[Array, None]:
+  def __call__(self, x: Array, layer: int | Array, encoded: Array | None, self_mask: Array,
+               bias: Array | None, q_pos: Array, k_pos: Array, cross_mask: Array,
+               cache_index: Array | None) -> tuple[Array, None]:
+    del layer
     cfg, det, dec = self.cfg, self.deterministic, self.decode
+    bias = _self_bias(cfg, False, bias, q_pos, k_pos)
     h = norm(cfg, "attn_norm")(x)
     h = Attention(cfg, decode=dec, deterministic=det, name="attn")(
         h, None, self_mask, bias, cache_index=cache_index)
@@ -106,8 +120,9 @@ class T5(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.shared = embedding(cfg, cfg.vocab_size)
-    self.enc_relpos = RelativePositionBias(cfg, bidirectional=True)
-    self.dec_relpos = RelativePositionBias(cfg, bidirectional=False)
+    if not cfg.rel_bias_per_layer:  # UMT5's layers each own theirs
+      self.enc_relpos = RelativePositionBias(cfg, bidirectional=True)
+      self.dec_relpos = RelativePositionBias(cfg, bidirectional=False)
     self.encoder = LayerStack(cfg, EncoderBlock, cfg.num_encoder_layers)
     self.decoder = LayerStack(cfg, DecoderBlock, cfg.num_layers)
     self.encoder_norm = norm(cfg)
@@ -125,8 +140,8 @@ class T5(nn.Module):
     pos = positions(batch, "encoder", tokens)
     x = self.dropout(self.shared(tokens), deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
-    x = self.encoder(x, padding_mask(seg, seg), self.enc_relpos(pos, pos),
-                     deterministic=deterministic)
+    bias = None if cfg.rel_bias_per_layer else self.enc_relpos(pos, pos)
+    x = self.encoder(x, padding_mask(seg, seg), bias, pos, deterministic=deterministic)
     return self.dropout(self.encoder_norm(x), deterministic=deterministic)
 
   def decode(self, batch: Mapping[str, Array], encoded: Array | None, *,
@@ -149,18 +164,16 @@ class T5(nn.Module):
     cache_index = None
     if decode:
       cache_index, self_mask, q_pos, enc_seg = self.decode_state(dseg, enc_seg)
-      bias = self.dec_relpos(q_pos, jnp.arange(self_mask.shape[-1]))[None]
+      q_pos, k_pos = q_pos[None], jnp.arange(self_mask.shape[-1])[None]
     else:
-      pos = positions(batch, "decoder", tokens)
-      self_mask = causal_mask(dseg, dseg, pos, pos)
-      bias = self.dec_relpos(pos, pos)
-    x = self.decoder(x, encoded, self_mask, bias, padding_mask(dseg, enc_seg), cache_index,
-                     decode=decode, deterministic=deterministic)
+      q_pos = k_pos = positions(batch, "decoder", tokens)
+      self_mask = causal_mask(dseg, dseg, q_pos, q_pos)
+    bias = None if cfg.rel_bias_per_layer else self.dec_relpos(q_pos, k_pos)
+    x = self.decoder(x, encoded, self_mask, bias, q_pos, k_pos, padding_mask(dseg, enc_seg),
+                     cache_index, decode=decode, deterministic=deterministic)
     h = self.dropout(self.decoder_norm(x), deterministic=deterministic)
-    if cfg.tie_word_embeddings:
-      logits = self.shared.attend(h * cfg.d_model ** -0.5)
-    else:
-      logits = self.lm_head(h)
+    out = h * cfg.d_model ** -0.5 if cfg.head_rescale else h
+    logits = self.shared.attend(out) if cfg.tie_word_embeddings else self.lm_head(out)
     logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
     return ModelOutput(logits=logits, hidden=h)
 

@@ -24,7 +24,7 @@ from irl_lm import sharding as shd
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import (ModelConfig, build_model, from_pretrained, param_init_fn,
                            param_shardings, preset, q_heads)
-from irl_lm.models.hf_config import load_hf_config
+from irl_lm.models.hf_io import load_hf_config
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
 from irl_lm.training import online
