@@ -7,6 +7,7 @@ INSTALL_REQUIRES = [
     "optax>=0.2.5",
     "orbax-checkpoint>=0.12.0",
     "transformers>=4.45",  # tokenizers and config files only; no model code is used
+    "jinja2>=3.1",  # chat templates (transformers leaves it optional)
     "tensorflow>=2.18",
     "tensorflow-text>=2.18",
     "tensorflow-datasets>=4.9.6",

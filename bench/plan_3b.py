@@ -30,6 +30,18 @@ def run(config: str, target: list[str]) -> dict:
       return json.load(f)
 
 
+def plan_columns(r: dict) -> list[str]:
+  """A plan's table cells: mesh, params, optimizer state, activations + temporaries, train
+  total (GiB / share), decode total, whether both fit within the headroom."""
+  g = lambda b: f"{b / 2**30:.2f}"
+  train, decode = r["plans"][0], r["plans"][1]
+  mesh = train["name"].split("(", 1)[1].rstrip(")")
+  ok = all(p["total"] <= (1 - r["headroom"]) * p["device_memory"] for p in r["plans"])
+  return [mesh, g(train["params"]), g(train["optimizer"]), g(train["temporaries"]),
+          f"{g(train['total'])} / {100 * train['share']:.0f}%", g(decode["total"]),
+          "yes" if ok else "NO"]
+
+
 def main() -> None:
   only = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--only=")), "")
   path = os.path.join(ROOT, "bench", "results", "plan_3b.json")
@@ -49,17 +61,11 @@ def main() -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     json.dump(results, f, indent=2)
-  g = lambda b: f"{b / 2**30:.2f}"
   lines = ["| config | target | mesh | params | opt state | activations + temp | train total (GiB / share) | decode total | fits (15% headroom) |",
            "|---|---|---|---|---|---|---|---|---|"]
   for key, r in results.items():
     config, target = key.split(" | ")
-    train, decode = r["plans"][0], r["plans"][1]
-    mesh = train["name"].split("(", 1)[1].rstrip(")")
-    ok = all(p["total"] <= (1 - r["headroom"]) * p["device_memory"] for p in r["plans"])
-    lines.append(f"| {config} | {target} | {mesh} | {g(train['params'])} | {g(train['optimizer'])} | "
-                 f"{g(train['temporaries'])} | {g(train['total'])} / {100 * train['share']:.0f}% | "
-                 f"{g(decode['total'])} | {'yes' if ok else 'NO'} |")
+    lines.append("| " + " | ".join([config, target, *plan_columns(r)]) + " |")
   table = "\n".join(lines) + "\n"
   with open(os.path.join(ROOT, "bench", "results", "plan_3b.md"), "w") as f:
     f.write(table)

@@ -4,7 +4,9 @@
 
 transformers' PyTorch ``from_pretrained(HF_DIR)`` then loads it; ILQL value
 heads go to ``HF_DIR/value_heads.safetensors`` and a separate value trunk
-(``loss.ilql.separate_value_trunk``) to ``HF_DIR/value_trunk.safetensors``.
+(``loss.ilql.separate_value_trunk``) to ``HF_DIR/value_trunk.safetensors``. A run
+that started from a Hugging Face checkpoint (``model.init_from``) gets that
+checkpoint's own config.json back, with its generation config and tokenizer files.
 """
 import os
 
@@ -31,8 +33,10 @@ def main(argv: list[str]) -> None:
                       found=", ".join(existing))
   from irl_lm.models import save_pretrained
   from irl_lm.training.builders import restore_params
+  from irl_lm.training.checkpoints import read_config
   model, params, _, _ = restore_params(FLAGS.workdir, FLAGS.step)
-  save_pretrained(model, params, FLAGS.output)
+  save_pretrained(model, params, FLAGS.output,
+                  source=read_config(FLAGS.workdir).model.init_from or None)
   print(f"wrote {FLAGS.output}")
 
 

@@ -114,7 +114,8 @@ def test_config_lfs_pointer(gpt2):
     (lambda c: c.pop("n_embd"), InputError, ["missing required key 'n_embd'"]),
     (lambda c: c.update(model_type="bloom"), InputError, ["model_type='bloom' is not supported"]),
     (lambda c: c.update(n_head="twelve"), InputError, ["bad value"]),
-    (lambda c: c.update(activation_function="relu"), InputError, ["activation_function='relu'"]),
+    (lambda c: c.update(activation_function="quick_gelu"), InputError,
+     ["activation_function='quick_gelu' is not supported"]),
 ])
 def test_bad_config_values_name_the_file(gpt2, edit, cls, parts):
   fn = gpt2 / "config.json"

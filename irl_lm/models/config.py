@@ -217,6 +217,70 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+def _family(layout: str, vocab: int, d: int, ff: int, layers: int, heads: int, kv: int,
+            head_dim: int, **kw: Any) -> ModelConfig:
+  return ModelConfig(kind="decoder", layout=layout, vocab_size=vocab, d_model=d, d_ff=ff,
+                     num_layers=layers, num_heads=heads, num_kv_heads=kv, head_dim=head_dim,
+                     **kw)
+
+
+_LLAMA3 = dict(rope_theta=500000.0, rope_type="llama3", rope_low_freq_factor=1.0,
+               rope_high_freq_factor=4.0, rope_original_max=8192,
+               max_position_embeddings=131072, layer_norm_eps=1e-5, eos_id=128001, pad_id=0)
+_QWEN = dict(rope_theta=1e6, layer_norm_eps=1e-6, eos_id=151643, pad_id=0)
+_GEMMA2 = dict(query_scale=256 ** -0.5, attn_softcap=50.0, final_softcap=30.0,
+               sliding_window=4096, tie_word_embeddings=True, max_position_embeddings=8192,
+               eos_id=1, pad_id=0)
+_GEMMA3 = dict(query_scale=256 ** -0.5, rope_theta=1e6, rope_local_theta=1e4,
+               tie_word_embeddings=True, eos_id=1, pad_id=0)
+
+
+def _alternating(layers: int, every: int) -> tuple[str, ...]:
+  """Gemma 2 (every 2) / Gemma 3 (every 6): the every-th layer is global, the rest slide."""
+  return tuple("full" if (i + 1) % every == 0 else "sliding" for i in range(layers))
+
+
+# The released checkpoints' sizes (their config.json is what loads them; these plan runs).
+PRESETS.update({
+    "llama-3.2-1b": _family("llama", 128256, 2048, 8192, 16, 32, 8, 64, rope_factor=32.0,
+                            tie_word_embeddings=True, **_LLAMA3),
+    "llama-3.2-3b": _family("llama", 128256, 3072, 8192, 28, 24, 8, 128, rope_factor=32.0,
+                            tie_word_embeddings=True, **_LLAMA3),
+    "llama-3.1-8b": _family("llama", 128256, 4096, 14336, 32, 32, 8, 128, rope_factor=8.0,
+                            **_LLAMA3),
+    "qwen2.5-0.5b": _family("qwen2", 151936, 896, 4864, 24, 14, 2, 64,
+                            tie_word_embeddings=True, max_position_embeddings=32768, **_QWEN),
+    "qwen2.5-1.5b": _family("qwen2", 151936, 1536, 8960, 28, 12, 2, 128,
+                            tie_word_embeddings=True, max_position_embeddings=32768, **_QWEN),
+    "qwen2.5-7b": _family("qwen2", 152064, 3584, 18944, 28, 28, 4, 128,
+                          max_position_embeddings=32768, **_QWEN),
+    "qwen3-0.6b": _family("qwen3", 151936, 1024, 3072, 28, 16, 8, 128,
+                          tie_word_embeddings=True, max_position_embeddings=40960, **_QWEN),
+    "qwen3-4b": _family("qwen3", 151936, 2560, 9728, 36, 32, 8, 128, tie_word_embeddings=True,
+                        max_position_embeddings=40960, **_QWEN),
+    "qwen3-8b": _family("qwen3", 151936, 4096, 12288, 36, 32, 8, 128,
+                        max_position_embeddings=40960, **_QWEN),
+    "mistral-7b": _family("mistral", 32768, 4096, 14336, 32, 32, 8, 128, rope_theta=1e6,
+                          layer_norm_eps=1e-5, max_position_embeddings=32768, eos_id=2),
+    "gemma-2-2b": _family("gemma2", 256000, 2304, 9216, 26, 8, 4, 256,
+                          layer_types=_alternating(26, 2), **_GEMMA2),
+    "gemma-2-9b": _family("gemma2", 256000, 3584, 14336, 42, 16, 8, 256,
+                          layer_types=_alternating(42, 2), **_GEMMA2),
+    "gemma-3-1b": _family("gemma3", 262144, 1152, 6912, 26, 4, 1, 256, sliding_window=512,
+                          layer_types=_alternating(26, 6), max_position_embeddings=32768,
+                          **_GEMMA3),
+    "gemma-3-4b": _family("gemma3", 262208, 2560, 10240, 34, 8, 4, 256, sliding_window=1024,
+                          layer_types=_alternating(34, 6), max_position_embeddings=131072,
+                          rope_type="linear", rope_factor=8.0, **_GEMMA3),
+    "mt5-base": ModelConfig(kind="encdec", layout="mt5", vocab_size=250112, d_model=768,
+                            d_ff=2048, num_heads=12, head_dim=64, num_layers=12,
+                            num_encoder_layers=12),
+    "mt5-xl": ModelConfig(kind="encdec", layout="mt5", vocab_size=250112, d_model=2048,
+                          d_ff=5120, num_heads=32, head_dim=64, num_layers=24,
+                          num_encoder_layers=24),
+})
+
+
 def preset(name: str, **overrides: Any) -> ModelConfig:
   """A named model size (``t5-small`` ... ``t5-xl``, ``llama-3b``, ...)."""
   if name not in PRESETS:

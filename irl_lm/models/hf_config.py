@@ -1,7 +1,9 @@
 """Conversion between Hugging Face ``config.json`` dicts and ``ModelConfig``."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -81,4 +83,20 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
                       found=e.found) from None
 
 
-__all__ = ["from_hf_config", "to_hf_config", "read_json", "check_not_lfs_pointer"]
+EXECUTION_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")  # not in config.json
+
+
+def check_exportable(cfg: ModelConfig) -> None:
+  """InputError unless ``to_hf_config(cfg)`` reads back as ``cfg``: a switch that the
+  family's Hugging Face class cannot express is refused, never dropped from the export."""
+  back = from_hf_config(to_hf_config(cfg), **{k: getattr(cfg, k) for k in EXECUTION_FIELDS})
+  for field in dataclasses.fields(ModelConfig):
+    ours, theirs = getattr(cfg, field.name), getattr(back, field.name)
+    same = math.isclose(ours, theirs, rel_tol=1e-9) if isinstance(ours, float) else ours == theirs
+    if not same:
+      raise InputError(f"model_type {to_hf_config(cfg)['model_type']!r} cannot express "
+                       f"{field.name}={ours!r} (its config.json would load as {theirs!r})")
+
+
+__all__ = ["from_hf_config", "to_hf_config", "check_exportable", "read_json",
+           "check_not_lfs_pointer"]

@@ -439,19 +439,3 @@ def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
         "sliding_attention": {"rope_type": "default",
                               "rope_theta": cfg.rope_local_theta or cfg.rope_theta}}
   return out
-
-
-def check_exportable(cfg: ModelConfig) -> None:
-  """ValueError when ``cfg`` holds a switch its Hugging Face class cannot express."""
-  mt = model_type(cfg)
-  fixed = {"mistral": dict(qkv_bias=False, out_bias=False, mlp_bias=False),
-           "qwen2": dict(qkv_bias=True, out_bias=False, mlp_bias=False),
-           "qwen3": dict(mlp_bias=False), "gemma": dict(mlp_bias=False),
-           "gemma2": dict(mlp_bias=False), "gemma3_text": dict(mlp_bias=False)}.get(mt, {})
-  for name, value in fixed.items():
-    if getattr(cfg, name) != value:
-      raise ValueError(f"model_type {mt!r} cannot express {name}={getattr(cfg, name)}")
-  if mt == "qwen2" and cfg.head_dim * cfg.num_heads != cfg.d_model:
-    raise ValueError("model_type 'qwen2' cannot express head_dim * num_heads != d_model")
-  if cfg.kind == "decoder" and mt != "gemma3_text" and cfg.rope_local_theta:
-    raise ValueError(f"model_type {mt!r} cannot express rope_local_theta")

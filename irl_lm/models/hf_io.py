@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,9 +22,9 @@ from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
 from irl_lm.models.heads import HEADS, VALUE_TRUNK
-from irl_lm.models.hf_config import (LFS_POINTER_PREFIX, check_not_lfs_pointer, from_hf_config,
-                                     read_json)
-from irl_lm.models.hf_families import check_exportable, to_hf_config
+from irl_lm.models.hf_config import (EXECUTION_FIELDS, LFS_POINTER_PREFIX, check_exportable,
+                                     check_not_lfs_pointer, from_hf_config, read_json)
+from irl_lm.models.hf_families import to_hf_config
 from irl_lm.models.hf_weights import Entry, ignorable, key_aliases, weight_entries
 
 VALUE_HEADS_FILE = "value_heads.safetensors"
@@ -322,13 +323,37 @@ def _hf_tensors(cfg: ModelConfig, flat: dict[tuple[str, ...], np.ndarray]
   return tensors
 
 
-def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
+# Files of a source checkpoint that an export carries over unchanged.
+SOURCE_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "tokenizer.model", "spiece.model", "vocab.json",
+                "merges.txt", "added_tokens.json", "chat_template.jinja")
+
+
+def _source_config(cfg: ModelConfig, source: str | None) -> dict[str, Any] | None:
+  """``source``'s config.json when it describes exactly ``cfg`` (so every field it has,
+  ``max_position_embeddings``, token ids, RoPE settings, is written back as it came in)."""
+  if not source or not os.path.exists(os.path.join(source, "config.json")):
+    return None
+  try:
+    same = load_hf_config(source, **{k: getattr(cfg, k) for k in EXECUTION_FIELDS}) == cfg
+  except (InputError, MissingError):
+    same = False
+  if not same:
+    logging.info("%s describes another model; writing irl_lm's own config.json", source)
+    return None
+  return read_json(os.path.join(source, "config.json"))
+
+
+def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None = None) -> None:
   """Writes ``params`` as a Hugging Face directory (config.json + model.safetensors).
 
   transformers' PyTorch ``from_pretrained`` loads the directory with the same
   logits. Value heads, if present, go to ``value_heads.safetensors`` beside it,
   and a separate value trunk to ``value_trunk.safetensors`` (Hugging Face
-  names). Sharded (multi-host) parameters are gathered; only process 0 writes.
+  names). ``source``: the checkpoint the model started from (``init_from``);
+  when it is there and describes the same architecture, its ``config.json`` is
+  written back unchanged and its generation config and tokenizer files are
+  copied. Sharded (multi-host) parameters are gathered; only process 0 writes.
   """
   cfg: ModelConfig = model.cfg
   check_exportable(cfg)
@@ -341,7 +366,10 @@ def save_pretrained(model: nn.Module, params: Any, path: str) -> None:
   save_file(_hf_tensors(cfg, flat), os.path.join(path, "model.safetensors"),
             metadata={"format": "pt"})
   with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(to_hf_config(cfg), f, indent=2)
+    json.dump(_source_config(cfg, source) or to_hf_config(cfg), f, indent=2)
+  for name in SOURCE_FILES if source else ():
+    if os.path.exists(os.path.join(source, name)):
+      shutil.copyfile(os.path.join(source, name), os.path.join(path, name))
   heads = {"/".join(k[1:]): v for k, v in flat.items() if k[0] == HEADS}
   if heads:
     save_file(heads, os.path.join(path, VALUE_HEADS_FILE))
