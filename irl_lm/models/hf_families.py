@@ -211,7 +211,7 @@ def _decoder_base(keys: Keys, layout: str, head_dim_key: bool = True) -> dict[st
       num_layers=keys.req("num_hidden_layers"), layer_norm_eps=keys.get("rms_norm_eps", 1e-6),
       tie_word_embeddings=bool(keys.get("tie_word_embeddings", False)),
       max_position_embeddings=int(keys.get("max_position_embeddings", 2048)),
-      pad_id=int(keys.get("pad_token_id", 0)))
+      pad_id=0)  # irl_lm pads decoder rows with 0 and masks them by segment ids
 
 
 _LLAMA_HINTS = {"sliding_window": "transformers' Llama has no sliding window (it ignores this "
