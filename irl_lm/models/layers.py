@@ -199,8 +199,6 @@ class Attention(nn.Module):
       if rope is not None:
         q, k = apply_rope(q, rope), apply_rope(k, rope)
       k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, g, t, d]
-    elif rope is not None:
-      q = apply_rope(q, rope)
     if self.decode:
       k, v = self._cached(k if project_kv else None, v if project_kv else None, cache_index)
     out = attend(q, k, v, mask, bias, cfg.attention_scale if scale is None else scale,
