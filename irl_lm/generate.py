@@ -8,11 +8,12 @@ Each output line is ``{"prompt", "samples": [...], "scores": [...]}`` with
 ``num_samples`` samples (``num_beams`` for beam search, best first).
 
 Tokenisation: ``--hf_dir`` reads ``tokenizer.json`` from the directory (or
-``--vocab``, a ``tokenizer.json`` or SentencePiece ``.model`` file) and applies
-its own special-token template (e.g. EOS after T5 inputs, BOS before Llama
-prompts); SentencePiece and training-run vocabularies get EOS appended to T5
-inputs. ``--workdir`` loads the run's latest (or ``--step``) checkpoint, its
-target Q heads and its vocabulary.
+``--vocab``, a ``tokenizer.json`` or SentencePiece ``.model`` file); ``--workdir``
+loads the run's latest (or ``--step``) checkpoint, its target Q heads and its
+vocabulary. Either way a prompt is framed as training frames it
+(``irl_lm.data.framing``: the tokenizer's BOS before decoder prompts, EOS after T5
+inputs), so a run and its export generate the same text; decoding stops at the
+tokenizer's EOS, which ``--hf_dir`` checks against the checkpoint's config first.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ml_collections import config_flags
 
 from irl_lm import cli, data
 from irl_lm import sharding as shd
+from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.decoding import default_config, generate, generate_kwargs
 from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch
 from irl_lm.errors import ConfigError, InputError, MissingError
@@ -127,12 +129,13 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
   model, params, target, vocabulary = load(hf_dir, workdir, step, vocab, dec.ilql_beta != 0,
                                            mesh)
   cfg: ModelConfig = model.cfg
-  check_vocabulary(vocabulary, cfg, f"--vocab={vocab}" if vocab else
-                   f"the tokenizer of {hf_dir or workdir}")
-  rows = [encode_prompt(vocabulary, t, cfg.kind, cfg.eos_id, run_layout=workdir is not None)
-          for t in texts]
+  where = f"--vocab={vocab}" if vocab else f"the tokenizer of {hf_dir or workdir}"
+  check_vocabulary(vocabulary, cfg, where)
+  if hf_dir is not None:
+    check_special_tokens(vocabulary, hf_dir, f"--hf_dir={hf_dir}, {where}")
+  rows = [encode_prompt(vocabulary, t, cfg.kind) for t in texts]
   width = max(len(r) for r in rows)
-  eos = cfg.eos_id if dec.eos_id is None else dec.eos_id
+  eos = vocabulary.eos_id if dec.eos_id is None else dec.eos_id
   kw = generate_kwargs(dec)
   rng = kw.pop("rng")
   with open(output_path, "w", encoding="utf-8") as out, \

@@ -25,6 +25,7 @@ TINY = ROOT / "tests" / "fixtures" / "configs" / "tiny.py"
 GPT2 = ROOT / "tests" / "fixtures" / "models" / "gpt2"
 SMALL_VOCAB = ROOT / "tests" / "fixtures" / "decoding" / "tokenizer.json"  # 96 tokens, as GPT2
 LARGE_VOCAB = ROOT / "tests" / "fixtures" / "data" / "tokenizer.json"  # 401 tokens
+LLAMA_BOS = ROOT / "tests" / "fixtures" / "pretrained" / "llama_bos"  # with its tokenizer
 LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
                "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
                "size 1048576\n")
@@ -111,6 +112,38 @@ def _init_from(breakage: Callable[[Path], None]) -> Callable[[Path], list[str]]:
     _register_jsonl(d, "hf_task", f"'hf_tokenizer', {str(hf / 'tokenizer.json')!r}")
     return _tiny(f"--config.model.init_from={hf}", "--config.data.task=hf_task:hf_task")(d)
   return setup
+
+
+def _jsonl_run(*flags: str, edit: Callable[[Path], None] = lambda hf: None,
+               rows: bytes | None = None) -> Callable[[Path], list[str]]:
+  """``data.task=jsonl`` from a copy of the pretrained llama_bos fixture (``edit`` changes the
+  copy), on its own data files or on ``rows`` (train and validation)."""
+  def setup(d: Path) -> list[str]:
+    shutil.copytree(LLAMA_BOS, d / "hf")
+    edit(d / "hf")
+    train = valid = LLAMA_BOS / "data" / "validation.jsonl"
+    if rows is not None:
+      train = valid = d / "rows.jsonl"
+      train.write_bytes(rows)
+    return _tiny(f"--config.model.init_from={d / 'hf'}", "--config.data.task=jsonl",
+                 f"--config.data.jsonl.train={train}",
+                 f"--config.data.jsonl.validation={valid}", "--config.data.jsonl.fields.reward=",
+                 *flags)(d)
+  return setup
+
+
+def _set_json(name: str, **changes) -> Callable[[Path], None]:
+  def edit(hf: Path) -> None:
+    config = json.loads((hf / name).read_text())
+    config.update(changes)
+    (hf / name).write_text(json.dumps(config))
+  return edit
+
+
+def _chat_template(hf: Path) -> None:
+  (hf / "chat_template.jinja").write_text(
+      "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+      "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
 
 
 def _hf_dir(breakage: Callable[[Path], None]) -> Callable[[Path], Path]:
@@ -276,6 +309,22 @@ CASES = [
          _task_module("reward_type", b'{"prompt": "a", "response": "b", "reward": "high"}\n'),
          r"rewards.jsonl:1: field 'reward' must be a number"),
     Case("jsonl-missing", "main", _task_module("missing_file", None), r"rewards.jsonl"),
+    # --- main: data.task=jsonl and a checkpoint's own special tokens ---
+    Case("special-tokens-disagree", "main", _jsonl_run(edit=_set_json("config.json", eos_token_id=3)),
+         r"the tokenizer's EOS is id 2 but the checkpoint's config.json has eos_token_id 3; use "
+         r"the checkpoint's own tokenizer \(config.model.init_from="),
+    Case("jsonl-config-no-file", "main", _jsonl_run("--config.data.jsonl.train=/no/such.jsonl"),
+         r"JSONL file not found \(config.data.jsonl.train, /no/such.jsonl\)"),
+    Case("jsonl-config-field-mapping", "main",
+         _jsonl_run("--config.data.jsonl.fields.prompt=question"),
+         r"validation.jsonl:1: missing field 'question'"),
+    Case("jsonl-config-chat-roles", "main",
+         _jsonl_run(edit=_chat_template, rows=json.dumps({"messages": [
+             {"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+             {"role": "assistant", "content": "c"}]}).encode() + b"\n"),
+         r"rows.jsonl:1: messages\[1\]: role 'user' follows 'user'; roles must alternate"),
+    Case("jsonl-config-ilql-no-rewards", "main", _jsonl_run("--config.loss.name=ilql"),
+         r"ILQL learns from rewards, but the rows have none \(config.data.jsonl.fields.reward\)"),
     # --- main: starting weights ---
     Case("init-from-missing", "main", _tiny("--config.model.init_from=/no/such/model"),
          r"/no/such/model"),

@@ -79,12 +79,15 @@ def test_token_zero_is_not_padding_in_decoder_batches(tmp_path):
   for pack in (False, True):
     b = next(BatchIterator(task, "train", "decoder", {"inputs": 4, "targets": 6}, 1,
                            shuffle=False, repeat=False, pack=pack))
-    full = vocab.encode("!") + [400] + vocab.encode("!!") + [400]
-    n = len(full)
-    np.testing.assert_array_equal(b["decoder_target_tokens"][0][:n], full)
+    # This tokenizer adds no BOS: the row is "!" "!!" EOS, read from its first token.
+    row = vocab.encode("!") + vocab.encode("!!") + [400]
+    n = len(row) - 1
+    np.testing.assert_array_equal(b["decoder_input_tokens"][0][:n], row[:-1])
+    np.testing.assert_array_equal(b["decoder_target_tokens"][0][:n], row[1:])
     np.testing.assert_array_equal(b["decoder_segment_ids"][0], [1] * n + [0] * (10 - n))
     np.testing.assert_array_equal(b["decoder_loss_weights"][0][:n],
-                                  [0, 0] + [1] * (n - 2))
+                                  [0] * (len(vocab.encode("!")) - 1) + [1] * (n + 1 - len(
+                                      vocab.encode("!"))))
     assert b["decoder_rewards"][0][n - 1] == 2.0 and b["decoder_rewards"].sum() == 2.0
 
 

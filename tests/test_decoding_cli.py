@@ -53,11 +53,10 @@ def test_run_matches_library_greedy(tmp_path):
   model, params = from_pretrained(HF_DIR)
   vocab = cli.load_vocabulary(VOCAB)
   texts = [p for p in PROMPTS if p]
-  ids = [encode_prompt(vocab, t, model.cfg.kind, model.cfg.eos_id, run_layout=False)
-         for t in texts]
+  ids = [encode_prompt(vocab, t, model.cfg.kind) for t in texts]
   res = generate(model, params, prompt_batch(ids, model.cfg.kind, 16), max_new_tokens=6)
   for i, row in enumerate(rows):
-    want = decode_row(vocab, np.asarray(res.tokens[i, 0]), model.cfg.eos_id,
+    want = decode_row(vocab, np.asarray(res.tokens[i, 0]), vocab.eos_id,
                       int(res.lengths[i, 0]))
     assert row["samples"] == [want]
     np.testing.assert_allclose(row["scores"], np.asarray(res.scores[i]), rtol=1e-5)

@@ -27,11 +27,13 @@ except RuntimeError:  # TensorFlow's devices were already initialised elsewhere.
   pass
 
 # pylint: disable=wrong-import-position
-from irl_lm.data.chat import load_chat_template
+from irl_lm.data.chat import NoChatTemplateError, load_chat_template
 from irl_lm.data.embedded import score
 from irl_lm.data.feature_converters import (DecoderRewardFeatureConverter,
                                             EncDecRewardFeatureConverter, get_feature_converter)
+from irl_lm.data.framing import Framing, framing_for
 from irl_lm.data.hosts import shard_info_from_mesh
+from irl_lm.data.jsonl import Fields as JsonlFields
 from irl_lm.data.jsonl import JsonlFormatError
 from irl_lm.data.paper_tasks import register_paper_tasks
 from irl_lm.data.pipeline import BatchIterator, compute_metrics, eval_examples, split_returns
@@ -45,8 +47,9 @@ register_embedded_tasks()
 
 __all__ = [
     "BatchIterator", "DatasetNotPreparedError", "DecoderRewardFeatureConverter",
-    "EncDecRewardFeatureConverter", "IdVocabulary", "JsonlFormatError", "compute_metrics",
-    "eval_examples", "get_feature_converter", "get_task", "load_chat_template", "make_vocabulary",
+    "EncDecRewardFeatureConverter", "Framing", "IdVocabulary", "JsonlFields",
+    "JsonlFormatError", "NoChatTemplateError", "compute_metrics", "eval_examples",
+    "framing_for", "get_feature_converter", "get_task", "load_chat_template", "make_vocabulary",
     "register_embedded_tasks", "register_id_task", "register_jsonl_reward_task",
     "register_paper_tasks", "register_top_fraction", "score", "shard_info_from_mesh",
     "split_returns",

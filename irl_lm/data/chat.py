@@ -125,6 +125,14 @@ def _token_text(value: Any) -> str | None:
   return value if isinstance(value, str) else None
 
 
+def special_tokens(directory: str) -> dict[str, str]:
+  """The named special tokens (``bos_token``, ``eos_token``, ...) of a tokenizer directory's
+  ``tokenizer_config.json``; {} without one."""
+  path = os.path.join(directory, CONFIG_FILE)
+  config = _read_json(path) if os.path.isfile(path) else {}
+  return {k: t for k in SPECIAL_TOKENS if (t := _token_text(config.get(k))) is not None}
+
+
 def _config_template(config: Mapping[str, Any], path: str) -> str | None:
   template = config.get("chat_template")
   if template is None or isinstance(template, str):
@@ -161,7 +169,7 @@ def load_chat_template(tokenizer_dir: str) -> ChatTemplate:
   config_path = os.path.join(directory, CONFIG_FILE)
   template_path = os.path.join(directory, TEMPLATE_FILE)
   config = _read_json(config_path) if os.path.isfile(config_path) else {}
-  special = {k: t for k in SPECIAL_TOKENS if (t := _token_text(config.get(k))) is not None}
+  special = special_tokens(directory)
   if os.path.isfile(template_path):
     try:
       with open(template_path, encoding="utf-8") as f:

@@ -9,11 +9,13 @@ Encoder-decoder (`EncDecRewardFeatureConverter`): encoder_input_tokens,
 decoder_input_tokens, decoder_target_tokens, decoder_loss_weights, decoder_rewards,
 decoder_truncated, plus encoder/decoder segment ids and positions when packing.
 
-Decoder-only (`DecoderRewardFeatureConverter`): each example is the prompt followed
-by the response, ``targets = inputs ++ targets`` (the prompt keeps its EOS as a
-separator); decoder_input_tokens is that shifted right with 0 first;
-decoder_loss_weights and decoder_truncated are 0 on the prompt; decoder_rewards,
-decoder_segment_ids and decoder_positions are always present (segment 0 marks padding).
+Decoder-only (`DecoderRewardFeatureConverter`): each example is one framed sequence
+``start + prompt + response`` (`irl_lm.data.framing`: the tokenizer's BOS and no
+separator, or irl_lm's own ``0 + prompt + EOS + response``); decoder_input_tokens is
+that sequence without its last token and decoder_target_tokens without its first, so
+a packed row keeps each example's own start. decoder_loss_weights, decoder_rewards
+and decoder_truncated are 0 on the prompt; decoder_segment_ids and decoder_positions
+are always present (segment 0 marks padding).
 
 Padding is id 0 / weight 0 / reward 0 everywhere.
 """
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 import seqio
 import tensorflow as tf
 
+from irl_lm.data.framing import Framing
 from irl_lm.data.packing import pack_dataset, pad_dataset
 from irl_lm.errors import ConfigError
 
@@ -114,7 +117,7 @@ class EncDecRewardFeatureConverter(_RewardFeatureConverter):
 
 
 class DecoderRewardFeatureConverter(_RewardFeatureConverter):
-  """Decoder-only (GPT-2/Llama) batches of prompt ++ response; see the module docstring."""
+  """Decoder-only (GPT-2/Llama) batches of framed prompt ++ response; see the module docstring."""
 
   MODEL_FEATURES = {
       "decoder_target_tokens": Spec(dtype=tf.int32),
@@ -127,24 +130,30 @@ class DecoderRewardFeatureConverter(_RewardFeatureConverter):
   }
   PACKING_FEATURE_DTYPES = {}
 
+  def __init__(self, framing: Framing, pack: bool = False):
+    self.framing = framing
+    super().__init__(pack=pack)
+
   def _convert_features(self, ds: tf.data.Dataset,
                         task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    def concat(ex):
-      prompt = tf.size(ex["inputs"])
-      return {"targets": tf.concat([ex["inputs"], ex["targets"]], 0),
-              "rewards": tf.concat([tf.zeros([prompt]), ex["rewards"]], 0),
-              "weights": tf.concat([tf.zeros([prompt], tf.int32), ex["weights"]], 0),
-              "truncated": tf.concat([tf.zeros([prompt], tf.int32), ex["truncated"]], 0)}
+    def frame(ex):
+      head = self.framing.prompt_tf(ex["inputs"])
+      context = tf.size(head) - 1  # predictions before the first response token
+      labels = lambda x, dtype: tf.concat([tf.zeros([context], dtype), x], 0)
+      return {"targets": tf.concat([head[1:], ex["targets"]], 0),
+              "inputs": tf.concat([head, ex["targets"][:-1]], 0),
+              "rewards": labels(ex["rewards"], tf.float32),
+              "weights": labels(ex["weights"], tf.int32),
+              "truncated": labels(ex["truncated"], tf.int32)}
 
     length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
-    ds = self._rows(ds.map(concat, num_parallel_calls=AUTOTUNE), {"targets": _LABELS},
-                    {"targets": length})
+    ds = self._rows(ds.map(frame, num_parallel_calls=AUTOTUNE),
+                    {"targets": ("inputs",) + _LABELS}, {"targets": length})
 
     def convert(ex):
       return {
           "decoder_target_tokens": ex["targets"],
-          "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
-              ex["targets"], sequence_id=ex["targets_segment_ids"], bos_id=self.bos_id),
+          "decoder_input_tokens": ex["inputs"],
           "decoder_loss_weights": ex["weights"],
           "decoder_rewards": ex["rewards"],
           "decoder_truncated": ex["truncated"],
@@ -162,10 +171,14 @@ class DecoderRewardFeatureConverter(_RewardFeatureConverter):
 MODEL_KINDS = ("encdec", "decoder")
 
 
-def get_feature_converter(model_kind: str, pack: bool = False) -> _RewardFeatureConverter:
-  """The converter for "encdec" (T5) or "decoder" (GPT-2/Llama) models."""
+def get_feature_converter(model_kind: str, pack: bool = False,
+                          framing: Framing | None = None) -> _RewardFeatureConverter:
+  """The converter for "encdec" (T5) or "decoder" (GPT-2/Llama) models; decoders need the
+  `framing` of their vocabulary (`framing.framing_for`)."""
   if model_kind == "encdec":
     return EncDecRewardFeatureConverter(pack=pack)
   if model_kind == "decoder":
-    return DecoderRewardFeatureConverter(pack=pack)
+    if framing is None:
+      raise ValueError("decoder rows need a framing (irl_lm.data.framing_for(vocabulary))")
+    return DecoderRewardFeatureConverter(framing, pack=pack)
   raise ConfigError(f"Unknown model kind {model_kind!r}; choose from {MODEL_KINDS}")

@@ -9,12 +9,15 @@ One JSON object per line, either
 
 each with an optional ``"done": true|false`` (default true): false marks an episode that
 was logged without its end (it gets no EOS and bootstraps from the state after its text).
+`Fields` renames the top-level fields to those of the user's file; an empty ``reward``
+name reads supervised rows (no reward field; reward 0), for MLE and IQLearn.
 
 A multi-turn row's leading non-action turns form the prompt ("inputs"); the rest
 (actions and the environment turns between them) form "targets". A reward on an
 environment turn is credited to the action turn before it (the environment reports
 what the last action earned). Blank lines are ignored.
 """
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -36,6 +39,21 @@ Turn = tuple[str, bool, float]
 Row = tuple[str, list[Turn], bool]
 
 
+@dataclasses.dataclass(frozen=True)
+class Fields:
+  """The names of the top-level fields in a file (``reward=""``: rows carry no reward)."""
+
+  prompt: str = "prompt"
+  response: str = "response"
+  reward: str = "reward"
+  turns: str = "turns"
+  messages: str = "messages"
+  done: str = "done"
+
+
+DEFAULT_FIELDS = Fields()
+
+
 def _reward(value: Any, where: str) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise InputError(f"{where} must be a number, got {value!r}")
@@ -44,10 +62,10 @@ def _reward(value: Any, where: str) -> float:
   return float(value)
 
 
-def _done(row: Mapping[str, Any]) -> bool:
-  value = row.get("done", True)
+def _done(row: Mapping[str, Any], name: str) -> bool:
+  value = row.get(name, True)
   if not isinstance(value, bool):
-    raise InputError(f"field 'done' must be true or false, got {value!r}")
+    raise InputError(f"field {name!r} must be true or false, got {value!r}")
   return value
 
 
@@ -59,21 +77,23 @@ def _text(row: Mapping[str, Any], key: str, where: str = "") -> str:
   return row[key]
 
 
-def _single_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
-  prompt = _text(row, "prompt")
-  response = _text(row, "response")
-  if "reward" not in row:
-    raise InputError("missing field 'reward'")
-  reward = _reward(row["reward"], "field 'reward'")
+def _single_turn(row: Mapping[str, Any], fields: Fields) -> tuple[str, list[Turn]]:
+  prompt = _text(row, fields.prompt)
+  response = _text(row, fields.response)
+  reward = 0.0
+  if fields.reward:
+    if fields.reward not in row:
+      raise InputError(f"missing field {fields.reward!r} (rows without rewards, for MLE and "
+                       "IQLearn: map the reward field to '')")
+    reward = _reward(row[fields.reward], f"field {fields.reward!r}")
   if not response.strip():
-    raise InputError("empty 'response'")
+    raise InputError(f"empty {fields.response!r}")
   return prompt, [(response, True, reward)]
 
 
-def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
-  turns = row["turns"]
+def _multi_turn(turns: Any, name: str) -> tuple[str, list[Turn]]:
   if not isinstance(turns, list) or not turns:
-    raise InputError("field 'turns' must be a non-empty list")
+    raise InputError(f"field {name!r} must be a non-empty list")
   parsed: list[Turn] = []
   for i, turn in enumerate(turns):
     where = f"turns[{i}]."
@@ -108,7 +128,8 @@ def _multi_turn(row: Mapping[str, Any]) -> tuple[str, list[Turn]]:
   return prompt, folded
 
 
-def parse_line(line: str, chat_template: ChatTemplate | None = None) -> Row:
+def parse_line(line: str, chat_template: ChatTemplate | None = None,
+               fields: Fields = DEFAULT_FIELDS) -> Row:
   """(prompt, [(text, is_action, reward), ...], done) of one JSONL line; InputError if malformed.
 
   Chat rows ("messages") need `chat_template` (else `NoChatTemplateError`).
@@ -119,19 +140,19 @@ def parse_line(line: str, chat_template: ChatTemplate | None = None) -> Row:
     raise InputError(f"invalid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(row, dict):
     raise InputError(f"expected a JSON object, got {type(row).__name__}")
-  if "messages" in row:
+  if fields.messages in row:
     if chat_template is None:
       raise no_template_error()
-    prompt, turns = chat_turns(row["messages"], chat_template)
-  elif "turns" in row:
-    prompt, turns = _multi_turn(row)
+    prompt, turns = chat_turns(row[fields.messages], chat_template)
+  elif fields.turns in row:
+    prompt, turns = _multi_turn(row[fields.turns], fields.turns)
   else:
-    prompt, turns = _single_turn(row)
-  return prompt, turns, _done(row)
+    prompt, turns = _single_turn(row, fields)
+  return prompt, turns, _done(row, fields.done)
 
 
-def read_jsonl(path: str, skip_invalid: bool = False, chat_template: ChatTemplate | None = None
-               ) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_jsonl(path: str, skip_invalid: bool = False, chat_template: ChatTemplate | None = None,
+               fields: Fields = DEFAULT_FIELDS) -> tuple[dict[str, np.ndarray], list[str]]:
   """Columns for `InMemorySource` from a reward-labelled JSONL file, and the skip messages.
 
   A malformed line raises `JsonlFormatError` ("path:line: what is wrong"); with
@@ -152,7 +173,7 @@ def read_jsonl(path: str, skip_invalid: bool = False, chat_template: ChatTemplat
       try:
         line = _decode(raw, offset, first=lineno == 1)
         if line.strip():
-          rows.append(parse_line(line, chat_template))
+          rows.append(parse_line(line, chat_template, fields))
       except ValueError as e:
         message = f"{path}:{lineno}: {e}"
         if not skip_invalid or isinstance(e, NoChatTemplateError):
@@ -197,19 +218,21 @@ class JsonlRewardSource(InMemorySource):
   """A seqio source over reward-labelled JSONL files, one per split.
 
   `chat_template` renders chat rows ("messages"); without it they are an error.
+  `fields` names the file's fields.
   """
 
   def __init__(self, split_to_path: Mapping[str, str], skip_invalid: bool = False,
-               chat_template: ChatTemplate | None = None):
+               chat_template: ChatTemplate | None = None, fields: Fields = DEFAULT_FIELDS):
     self.split_to_path = dict(split_to_path)
     self.skip_invalid = skip_invalid
     self.chat_template = chat_template
+    self.fields = fields
     self.skipped: dict[str, list[str]] = {}
     super().__init__(self._load, splits=tuple(self.split_to_path))
 
   def _load(self, split: str) -> dict[str, np.ndarray]:
     columns, self.skipped[split] = read_jsonl(self.split_to_path[split], self.skip_invalid,
-                                              self.chat_template)
+                                              self.chat_template, self.fields)
     return columns
 
   def num_skipped(self, split: str) -> int:

@@ -18,6 +18,7 @@ import seqio
 import tensorflow as tf
 
 from irl_lm.data.feature_converters import add_default_labels, get_feature_converter
+from irl_lm.data.framing import framing_for
 from irl_lm.data.postprocessors import as_text
 from irl_lm.data.registry import get_task
 from irl_lm.errors import ConfigError
@@ -66,7 +67,8 @@ class BatchIterator(Iterator[Batch]):
     self.local_batch_size = global_batch_size // num_shards
     self.seed, self.shuffle, self.repeat = seed, shuffle, repeat
     self.shard_info = seqio.ShardInfo(shard_index, num_shards) if num_shards > 1 else None
-    self._converter = get_feature_converter(model_kind, pack)
+    self._converter = get_feature_converter(
+        model_kind, pack, framing_for(self.task.output_features["targets"].vocabulary))
     self._epoch = 0
     self._batches_in_epoch = 0
     self._iterator: Iterator[Batch] | None = None
@@ -130,7 +132,7 @@ def eval_examples(task: str | seqio.Task, split: str = "validation",
   if given: EOS ends the inputs and finished targets), "rewards", "weights",
   "truncated", and the texts
   "inputs_pretokenized" and "targets_pretokenized" (str). To generate with a
-  decoder-only model, feed ``[0] + inputs`` and sample the response.
+  decoder-only model, feed ``framing_for(vocabulary).prompt(inputs)``.
   """
   task = _resolve(task)
   ds = task.get_dataset(sequence_length=sequence_lengths, split=split, shuffle=False,

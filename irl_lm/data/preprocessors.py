@@ -92,15 +92,18 @@ def _label(pieces: tf.RaggedTensor, is_action: tf.Tensor, turn_rewards: tf.Tenso
            eos: int | None, done: tf.Tensor) -> Labelled:
   """Flattens tokenised turns into (tokens, weights, rewards, truncated).
 
-  A finished episode (``done``) gets EOS, which joins its last turn; an unfinished one
-  gets a weight-0 slot instead (token 0, reward 0): the state after its last token.
+  A finished episode (``done``) gets EOS, which joins its last turn, unless its text
+  already ends in EOS (a chat template that writes it); an unfinished one gets a
+  weight-0 slot instead (token 0, reward 0): the state after its last token.
   """
   tokens = pieces.flat_values
   lengths = tf.cast(pieces.row_lengths(), tf.int32)
   ended = tf.cast(done, tf.int32)
   if eos is not None:
-    tokens = tf.concat([tokens, tf.fill([ended], eos)], 0)
-    lengths += ended * tf.one_hot(tf.size(lengths) - 1, tf.size(lengths), dtype=tf.int32)
+    has_eos = tf.cast(tf.reduce_any(tf.equal(tokens[-1:], eos)), tf.int32)
+    add = ended * (1 - has_eos)
+    tokens = tf.concat([tokens, tf.fill([add], eos)], 0)
+    lengths += add * tf.one_hot(tf.size(lengths) - 1, tf.size(lengths), dtype=tf.int32)
   weights = tf.repeat(is_action, lengths)
   nonempty = lengths > 0
   ends = tf.boolean_mask(tf.cumsum(lengths) - 1, nonempty)

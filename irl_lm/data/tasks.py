@@ -18,9 +18,9 @@ import seqio
 
 from irl_lm import metrics
 from irl_lm.data import embedded, preprocessors
-from irl_lm.data.chat import load_chat_template
+from irl_lm.data.chat import ChatTemplate, load_chat_template
 from irl_lm.data.embedded import ilql
-from irl_lm.data.jsonl import JsonlRewardSource
+from irl_lm.data.jsonl import DEFAULT_FIELDS, Fields, JsonlRewardSource
 from irl_lm.data.postprocessors import prompt_as_target, strip_text
 from irl_lm.data.registry import add_task, get_task
 from irl_lm.data.sources import InMemorySource
@@ -102,21 +102,25 @@ def register_jsonl_reward_task(name: str, paths: str | Mapping[str, str],
                                vocabulary: seqio.Vocabulary, *, skip_invalid: bool = False,
                                metric_fns: Sequence[Callable] = (),
                                postprocess_fn: Callable = strip_text,
-                               chat_template_from: str | None = None) -> seqio.Task:
+                               chat_template_from: str | None = None,
+                               chat_template: ChatTemplate | None = None,
+                               fields: Fields = DEFAULT_FIELDS) -> seqio.Task:
   """Registers a Task over reward-labelled JSONL files (format: `irl_lm.data.jsonl`).
 
   `paths` is one file (the "train" split) or a mapping split -> file. Malformed
   lines raise `JsonlFormatError` naming file and line, or with `skip_invalid` are
   skipped and counted (`task.source.num_skipped(split)`). Chat rows ("messages")
   are rendered with the chat template of the tokenizer directory
-  `chat_template_from` (loaded now: a directory without one raises here).
+  `chat_template_from` (loaded now: a directory without one raises here), or with
+  `chat_template` itself. `fields` names the files' fields (`jsonl.Fields`).
   """
   split_to_path = {"train": paths} if isinstance(paths, str) else dict(paths)
-  chat_template = load_chat_template(chat_template_from) if chat_template_from else None
+  if chat_template_from:
+    chat_template = load_chat_template(chat_template_from)
   return add_task(seqio.Task(
       name,
       source=JsonlRewardSource(split_to_path, skip_invalid=skip_invalid,
-                               chat_template=chat_template),
+                               chat_template=chat_template, fields=fields),
       preprocessors=[preprocessors.tokenize_and_label],
       output_features=preprocessors.output_features(vocabulary),
       postprocess_fn=postprocess_fn,

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tokenizers
 
 from irl_lm.data import embedded
+from irl_lm.data.chat import special_tokens
 from irl_lm.data.embedded.tokens import join_tokens, split_tokens
 from irl_lm.errors import ConfigError, InputError, MissingError
 
@@ -113,8 +114,10 @@ class EmbeddedVocabulary(seqio.Vocabulary):
 class HfTokenizerVocabulary(seqio.Vocabulary):
   """A seqio.Vocabulary around a local Hugging Face `tokenizer.json` (no special tokens added).
 
-  `eos_token` defaults to the first of <|endoftext|>, </s>, <|end_of_text|>, <eos>
-  that the file defines.
+  `eos_token` defaults to the ``eos_token`` of a ``tokenizer_config.json`` beside the
+  file, else the first of <|endoftext|>, </s>, <|end_of_text|>, <eos> that the file
+  defines. `template_prefix` holds the ids the tokenizer's template puts before a
+  text (its BOS, if it adds one); `bos_id` is that BOS or None.
   """
 
   def __init__(self, path: str, eos_token: str | None = None):
@@ -128,6 +131,8 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
                        where=path) from None
     except Exception as e:  # tokenizers raises a bare Exception ("expected value at line 1 ...")
       raise InputError(f"malformed tokenizer.json: {e}", where=path) from None
+    self.special_tokens = special_tokens(os.path.dirname(path) or ".")
+    eos_token = eos_token or self.special_tokens.get("eos_token")
     candidates = (eos_token,) if eos_token else _EOS_CANDIDATES
     ids = [self._tokenizer.token_to_id(t) for t in candidates]
     found = [i for i in ids if i is not None]
@@ -135,6 +140,19 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
       raise InputError(f"no EOS token among {candidates}; pass eos_token=", where=path)
     self._eos_id = found[0]
     self._unk_id = self._tokenizer.token_to_id("<unk>")
+    self.template_prefix = self._template_prefix()
+
+  def _template_prefix(self) -> tuple[int, ...]:
+    plain = self._tokenizer.encode("a", add_special_tokens=False).ids
+    framed = self._tokenizer.encode("a", add_special_tokens=True).ids
+    for i in range(len(framed) - len(plain) + 1):
+      if framed[i:i + len(plain)] == plain:
+        return tuple(framed[:i])
+    return ()
+
+  def token_id(self, token: str) -> int | None:
+    """The id of a token string, or None if the tokenizer has no such token."""
+    return self._tokenizer.token_to_id(token)
 
   @property
   def eos_id(self) -> int:
@@ -145,8 +163,8 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     return self._unk_id
 
   @property
-  def bos_id(self) -> None:
-    return None
+  def bos_id(self) -> int | None:
+    return self.template_prefix[-1] if self.template_prefix else None
 
   @property
   def _base_vocab_size(self) -> int:

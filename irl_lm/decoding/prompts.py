@@ -1,8 +1,9 @@
-"""Text in and out of ``generate``: the one prompt layout and the one row decoder.
+"""Text in and out of ``generate``: the one prompt framing and the one row decoder.
 
-Evaluation during training, the experiments and ``irl_lm.generate`` all build
-their prompt batches with ``prompt_batch`` and read generated rows back with
-``decode_row``, with any ``seqio.Vocabulary`` (``data.make_vocabulary``).
+Evaluation during training, the experiments and ``irl_lm.generate`` (from a run or an
+export) all frame prompts with ``task_prompt`` / ``encode_prompt``, the framing the
+training rows use (``irl_lm.data.framing``), build batches with ``prompt_batch`` and
+read generated rows back with ``decode_row``.
 """
 from __future__ import annotations
 
@@ -11,34 +12,22 @@ from collections.abc import Sequence
 import numpy as np
 import seqio
 
-from irl_lm.data.vocabularies import HfTokenizerVocabulary
+from irl_lm.data.framing import framing_for
 
 
-def run_prompt(ids: Sequence[int], kind: str) -> list[int]:
-  """A prompt laid out as irl_lm's data lays out training inputs.
+def task_prompt(vocabulary: seqio.Vocabulary, inputs: Sequence[int], kind: str) -> list[int]:
+  """The prompt a model generates from for a task's ``inputs`` (token ids ending in EOS):
+  T5 encodes them as they are; decoder-only models get them framed as in training
+  (`irl_lm.data.framing`)."""
+  if kind == "encdec":
+    return [int(i) for i in inputs]
+  return framing_for(vocabulary).prompt(inputs)
 
-  ``ids`` are the input tokens, ending in their EOS separator; decoder-only
-  rows start with a 0 (the shifted-in position of the first token).
-  """
-  return ([] if kind == "encdec" else [0]) + [int(i) for i in ids]
 
-
-def encode_prompt(vocabulary: seqio.Vocabulary, text: str, kind: str, eos_id: int,
-                  run_layout: bool) -> list[int]:
-  """Token ids of one prompt.
-
-  ``run_layout``: for models trained by irl_lm (``run_prompt`` of the text and
-  the vocabulary's EOS). Otherwise as the checkpoint's own tokenizer expects:
-  a ``tokenizer.json`` applies its special-token template (e.g. EOS after T5
-  inputs, BOS before Llama prompts); other vocabularies get ``eos_id`` after
-  T5 inputs.
-  """
-  if run_layout:
-    return run_prompt(list(vocabulary.encode(text)) + [vocabulary.eos_id], kind)
-  if isinstance(vocabulary, HfTokenizerVocabulary):
-    return vocabulary.encode_with_template(text)
-  ids = [int(i) for i in vocabulary.encode(text)]
-  return ids + [eos_id] if kind == "encdec" else ids
+def encode_prompt(vocabulary: seqio.Vocabulary, text: str, kind: str) -> list[int]:
+  """Token ids of one prompt text, framed exactly as training frames a task's inputs
+  (the same ids whether the model comes from a run or from its export)."""
+  return task_prompt(vocabulary, list(vocabulary.encode(text)) + [vocabulary.eos_id], kind)
 
 
 def prompt_batch(rows: Sequence[Sequence[int]], kind: str, width: int,

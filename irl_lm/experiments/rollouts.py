@@ -17,7 +17,7 @@ import seqio
 
 from irl_lm.data.embedded import ilql, twenty_questions as tq
 from irl_lm.decoding import generate
-from irl_lm.decoding.prompts import decode_row, prompt_batch, run_prompt
+from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch, task_prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Decoding:
 def respond(policy: Policy, prompts: Sequence[Sequence[int]], decoding: Decoding, *,
             max_new_tokens: int, width: int, eos_id: int, batch_size: int = 128,
             call: int = 0) -> list[list[int]]:
-  """Generated ids per prompt (run layout, see `run_prompt`), cut after ``eos_id``."""
+  """Generated ids per framed prompt (`task_prompt`), cut after ``eos_id``."""
   kind = policy.model.cfg.kind
   out: list[list[int]] = []
   for i in range(0, len(prompts), batch_size):
@@ -63,7 +63,7 @@ def colour_returns(policy: Policy, examples: Sequence[dict[str, Any]], decoding:
                    inputs_length: int, targets_length: int) -> np.ndarray:
   """The colour task's reward (`ilql.score`) of one response per example."""
   kind = policy.model.cfg.kind
-  prompts = [run_prompt(ex["inputs"][:inputs_length], kind) for ex in examples]
+  prompts = [task_prompt(policy.vocab, ex["inputs"][:inputs_length], kind) for ex in examples]
   eos = policy.vocab.eos_id
   got = respond(policy, prompts, decoding, max_new_tokens=targets_length,
                 width=inputs_length + (kind == "decoder"), eos_id=eos)
@@ -82,7 +82,7 @@ def dialogue_returns(policy: Policy, hidden: Sequence[str], decoding: Decoding, 
     raise ValueError("dialogue rollouts need a decoder-only model")
   vocab = policy.vocab
   end = vocab.encode(tq.END_OF_TURN)[0]
-  start = run_prompt(list(vocab.encode(tq.PROMPT)) + [vocab.eos_id], "decoder")
+  start = encode_prompt(vocab, tq.PROMPT, "decoder")
   episodes = [tq.Episode(h) for h in hidden]
   history = [list(start) for _ in hidden]
   for turn in range(tq.MAX_TURNS):

@@ -1,6 +1,7 @@
 """Read and write Hugging Face checkpoint directories (config.json + safetensors)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -329,19 +330,45 @@ SOURCE_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.js
                 "merges.txt", "added_tokens.json", "chat_template.jinja")
 
 
-def _source_config(cfg: ModelConfig, source: str | None) -> dict[str, Any] | None:
-  """``source``'s config.json when it describes exactly ``cfg`` (so every field it has,
-  ``max_position_embeddings``, token ids, RoPE settings, is written back as it came in)."""
-  if not source or not os.path.exists(os.path.join(source, "config.json")):
-    return None
+def _same_model(cfg: ModelConfig, source: str) -> bool:
+  """Whether ``source``'s config.json describes exactly ``cfg`` (whose EOS may be any of the
+  file's ``eos_token_id`` list: the one the run's tokenizer uses)."""
   try:
-    same = load_hf_config(source, **{k: getattr(cfg, k) for k in EXECUTION_FIELDS}) == cfg
+    theirs = load_hf_config(source, **{k: getattr(cfg, k) for k in EXECUTION_FIELDS})
   except (InputError, MissingError):
-    same = False
-  if not same:
+    return False
+  eos = read_json(os.path.join(source, "config.json")).get("eos_token_id")
+  if isinstance(eos, list) and cfg.eos_id in eos:
+    theirs = dataclasses.replace(theirs, eos_id=cfg.eos_id)
+  return theirs == cfg
+
+
+def _write_config(cfg: ModelConfig, path: str, source: str | None) -> None:
+  """config.json: ``source``'s file byte for byte when it describes ``cfg`` (every field,
+  ``max_position_embeddings``, token ids, RoPE settings, as it came in); else ``source``'s
+  fields with irl_lm's own written over them, when that reads back as ``cfg``; else
+  irl_lm's own."""
+  target = os.path.join(path, "config.json")
+  src = os.path.join(source, "config.json") if source else None
+  if src and os.path.exists(src):
+    if _same_model(cfg, source):
+      shutil.copyfile(src, target)
+      return
+    merged = {**read_json(src), **to_hf_config(cfg)}
+    try:
+      if from_hf_config(merged, source=src, **{k: getattr(cfg, k) for k in EXECUTION_FIELDS}) \
+          == cfg:
+        _dump(merged, target)
+        return
+    except (InputError, MissingError):
+      pass
     logging.info("%s describes another model; writing irl_lm's own config.json", source)
-    return None
-  return read_json(os.path.join(source, "config.json"))
+  _dump(to_hf_config(cfg), target)
+
+
+def _dump(config: dict[str, Any], target: str) -> None:
+  with open(target, "w") as f:
+    json.dump(config, f, indent=2)
 
 
 def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None = None) -> None:
@@ -350,10 +377,9 @@ def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None
   transformers' PyTorch ``from_pretrained`` loads the directory with the same
   logits. Value heads, if present, go to ``value_heads.safetensors`` beside it,
   and a separate value trunk to ``value_trunk.safetensors`` (Hugging Face
-  names). ``source``: the checkpoint the model started from (``init_from``);
-  when it is there and describes the same architecture, its ``config.json`` is
-  written back unchanged and its generation config and tokenizer files are
-  copied. Sharded (multi-host) parameters are gathered; only process 0 writes.
+  names). ``source``: the checkpoint the model started from (``init_from``):
+  its ``config.json`` is written back unchanged (every field irl_lm did not
+  change) and its generation config and tokenizer files are copied. Sharded (multi-host) parameters are gathered; only process 0 writes.
   """
   cfg: ModelConfig = model.cfg
   check_exportable(cfg)
@@ -365,8 +391,7 @@ def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None
   os.makedirs(path, exist_ok=True)
   save_file(_hf_tensors(cfg, flat), os.path.join(path, "model.safetensors"),
             metadata={"format": "pt"})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(_source_config(cfg, source) or to_hf_config(cfg), f, indent=2)
+  _write_config(cfg, path, source)
   for name in SOURCE_FILES if source else ():
     if os.path.exists(os.path.join(source, name)):
       shutil.copyfile(os.path.join(source, name), os.path.join(path, name))

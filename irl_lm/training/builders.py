@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from irl_lm import data, losses
 from irl_lm import sharding as shd
+from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import (ModelConfig, build_model, from_pretrained, param_init_fn,
                            param_shardings, preset, q_heads)
@@ -28,16 +29,42 @@ from irl_lm.models.hf_io import load_hf_config
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
 from irl_lm.training import online
-from irl_lm.training.config import validate
+from irl_lm.training.config import JSONL_TASK, validate
 from irl_lm.training.optim import make_optimizer
 from irl_lm.training.state import TrainState, new_state, state_shardings
 from irl_lm.training.step import (make_eval_step, make_train_step, reward_norm,
                                   uses_value_heads, uses_value_trunk)
 
 
-def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
-  """The seqio task of ``config.data``, registering the paper tasks when configured."""
+def _jsonl_task(config: ml_collections.ConfigDict) -> seqio.Task:
+  """``data.task="jsonl"``: the files of ``data.jsonl``, read now (errors name file and line)."""
   d = config.data
+  path = d.vocabulary_path or config.model.init_from
+  vocab = data.make_vocabulary(d.vocabulary or "hf_tokenizer", path)
+  directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
+  try:
+    template = data.load_chat_template(directory)
+  except data.NoChatTemplateError:
+    template = None  # chat rows, if any, are refused with their file and line
+  splits = {s: d.jsonl[s] for s in ("train", "validation", "test") if d.jsonl[s]}
+  task = data.register_jsonl_reward_task(
+      JSONL_TASK, splits, vocab, skip_invalid=d.jsonl.skip_invalid, chat_template=template,
+      fields=data.JsonlFields(**d.jsonl.fields))
+  for split in dict.fromkeys((d.train_split, d.eval_split)):
+    try:
+      task.source.columns(split)
+    except UserError as e:
+      raise type(e)(e.what, f"config.data.jsonl.{split}" + (f", {e.where}" if e.where else ""),
+                    e.expected, e.found) from None
+  return task
+
+
+def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
+  """The seqio task of ``config.data``, registering the paper tasks or the config's JSONL
+  files when configured."""
+  d = config.data
+  if d.task == JSONL_TASK:
+    return _jsonl_task(config)
   if d.vocabulary:
     path = d.vocabulary_path or (os.path.join(config.model.init_from, "spiece.model")
                                  if d.vocabulary == "sentencepiece" else config.model.init_from)
@@ -84,6 +111,10 @@ def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> 
   if vocab is not None and cfg.vocab_size < vocab.vocab_size:
     raise ConfigError("model vocabulary smaller than the task's", where,
                       expected=f"vocab_size >= {vocab.vocab_size}", found=cfg.vocab_size)
+  if m.init_from and vocab is not None:
+    check_special_tokens(vocab, m.init_from, f"{where}, the task {task.name!r}'s vocabulary")
+    # Of the checkpoint's EOS ids, the one its tokenizer ends rows with is where sampling stops.
+    cfg = dataclasses.replace(cfg, eos_id=vocab.eos_id)
   return cfg
 
 

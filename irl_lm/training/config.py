@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
       pack=False,
       train_split="train",
       eval_split="validation",
+      # data.task="jsonl": your own JSONL files, no code (docs/data.md#jsonl-from-the-config)
+      jsonl=dict(train="", validation="", test="", skip_invalid=False,
+                 fields=dict(prompt="prompt", response="response", reward="reward",
+                             turns="turns", messages="messages", done="done")),
   )
   c.optimizer = dict(
       name="adamw",
@@ -238,8 +242,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
                       "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
                       "directory with spiece.model / tokenizer.json)", "config.data.vocabulary_path")
+  if flat["data.task"] == JSONL_TASK:
+    _check_jsonl(flat)
   if flat["loss.iqlearn.online.enable"]:
     _check_online(flat)
+
+
+JSONL_TASK = "jsonl"
+
+
+def _check_jsonl(flat: dict[str, Any]) -> None:
+  """``data.task="jsonl"``: a file per split it reads, a tokenizer, and rewards for ILQL."""
+  if not (flat["data.vocabulary_path"] or flat["model.init_from"]):
+    raise ConfigError("config.data.task='jsonl' needs a tokenizer: config.data.vocabulary_path "
+                      "(a tokenizer.json) or config.model.init_from (a Hugging Face directory)",
+                      "config.data.vocabulary_path")
+  for split in dict.fromkeys((flat["data.train_split"], flat["data.eval_split"])):
+    if split not in ("train", "validation", "test"):
+      raise ConfigError("config.data.task='jsonl' has splits train, validation and test",
+                        "config.data.train_split / eval_split", found=repr(split))
+    if not flat[f"data.jsonl.{split}"]:
+      raise ConfigError(f"config.data.task='jsonl' reads split {split!r} but its file is not "
+                        "set", f"config.data.jsonl.{split}")
+  if flat["loss.name"] == "ilql" and not flat["data.jsonl.fields.reward"]:
+    raise ConfigError("ILQL learns from rewards, but the rows have none",
+                      "config.data.jsonl.fields.reward", expected="the name of the reward field",
+                      found="''")
 
 
 def _check_online(flat: dict[str, Any]) -> None:

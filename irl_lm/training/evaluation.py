@@ -9,7 +9,7 @@ import numpy as np
 from irl_lm import data
 from irl_lm.decoding import generate
 from irl_lm.decoding.config import generate_kwargs
-from irl_lm.decoding.prompts import decode_row, prompt_batch, run_prompt
+from irl_lm.decoding.prompts import decode_row, prompt_batch, task_prompt
 
 
 class Evaluator:
@@ -51,7 +51,8 @@ class Evaluator:
     bs, width = cfg.eval.batch_size, cfg.data.inputs_length + (self.kind == "decoder")
     for i in range(0, len(self._examples), bs):
       chunk = self._examples[i:i + bs]
-      rows = [run_prompt(ex["inputs"][:cfg.data.inputs_length], self.kind) for ex in chunk]
+      rows = [task_prompt(vocab, ex["inputs"][:cfg.data.inputs_length], self.kind)
+              for ex in chunk]
       out = generate(self.run.model, state.params, prompt_batch(rows, self.kind, width, bs),
                      target_heads=state.target_q, mesh=self.run.mesh, rules=self.run.rules, **kw)
       tokens = np.asarray(jax.device_get(out.tokens))

@@ -100,7 +100,8 @@ def decoder_rows(batch: Batch, tokens: Array, lengths: Array, eos_id: int) -> di
   inside = (j >= 0) & (j < kept)
   seg = (pos < start + kept).astype(jnp.int32)
   targets = jnp.where(j < 0, batch["decoder_target_tokens"], jnp.where(inside, sampled, 0)) * seg
-  shifted = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+  # The row's first input is its framing's start (BOS, or the first prompt token).
+  shifted = jnp.concatenate([batch["decoder_input_tokens"][:, :1], targets[:, :-1]], axis=1)
   return {"decoder_input_tokens": shifted * seg, "decoder_target_tokens": targets,
           "decoder_loss_weights": (inside & (j < kept - cut)).astype(jnp.int32),
           "decoder_segment_ids": seg, "decoder_positions": pos * seg,
