@@ -132,6 +132,21 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, spec)
 
 
+def batch_axes(mesh: Mesh, rules: Rules) -> tuple[str, ...]:
+  """The mesh axes a batch's rows are split over: where ``rules`` send logical ``batch``.
+
+  The one source for the batch-size check, the data shard of each host and the
+  batch sharding, so they cannot disagree.
+  """
+  axis = batch_sharding(mesh, rules, 1).spec[0]
+  return () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+
+
+def batch_shards(mesh: Mesh, rules: Rules) -> int:
+  """How many pieces a batch's rows are split into (the global batch must divide by it)."""
+  return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
+
+
 def with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of ``tree`` carrying ``shardings`` (for AOT lowering and restores)."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -15,6 +15,7 @@ jax.config.update("jax_num_cpu_devices", 4)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from irl_lm import data  # noqa: E402
+from irl_lm import sharding as shd  # noqa: E402
 from irl_lm.training import builders  # noqa: E402
 from irl_lm.training.distributed import maybe_initialize  # noqa: E402
 from irl_lm.training.host_batches import HostBatches  # noqa: E402
@@ -30,7 +31,7 @@ def main(port: str, pid: str, workdir: str, steps: str) -> None:
   maybe_initialize(config.distributed)
   assert jax.process_count() == 2 and jax.device_count() == 8
   mesh = builders.make_mesh(config)
-  shard = data.shard_info_from_mesh(mesh)
+  shard = data.shard_info_from_mesh(mesh, shd.batch_axes(mesh, tuple(config.mesh.rules)))
   index, count = shard.index, shard.num_shards
   first = next(HostBatches(builders.get_task(config), "train", "encdec",
                            {"inputs": 32, "targets": 16}, config.data.batch_size, seed=config.seed,

@@ -270,7 +270,7 @@ CASES = [
     Case("batch-over-mesh", "main", _tiny("--config.mesh.num_devices=2", "--config.mesh.shape=(2,1,1)",
                                           "--config.data.batch_size=3"),
          r"batch does not split over the mesh \(config.data.batch_size\): expected a multiple "
-         r"of data x fsdp = 2 vs found 3"),
+         r"of data x fsdp = 2 \(the mesh axes config.mesh.rules give 'batch'\) vs found 3"),
     Case("best-metric-name", "main", _tiny("--config.train.best_metric=rougeL"),
          r"\(config.train.best_metric\): expected 'eval/<metric>'"),
     Case("vocabulary-path", "main", _tiny("--config.data.vocabulary=sentencepiece"),

@@ -115,7 +115,7 @@ def test_bad_arguments(ten_rows):
 
 def test_shard_info_from_mesh_layout():
   mesh = jax.make_mesh((4, 2), ("data", "tensor"))
-  assert shard_info_from_mesh(mesh) == seqio.ShardInfo(0, 1)  # one process holds every row
+  assert shard_info_from_mesh(mesh, ("data",)) == seqio.ShardInfo(0, 1)  # one process: all rows
   assert shard_info_from_rows([2, 3], 8) == seqio.ShardInfo(1, 4)
   assert shard_info_from_rows([5], 8) == seqio.ShardInfo(5, 8)
   with pytest.raises(ValueError, match="not one aligned contiguous block"):

@@ -1,6 +1,8 @@
 """Config validation: each bad input gets one error naming the key."""
 import contextlib
 
+import jax
+import numpy as np
 import pytest
 
 from irl_lm.errors import UserError
@@ -87,8 +89,28 @@ def test_override_type_checked_by_ml_collections():
     (dict(data__task="no_such_task"), r"No task named 'no_such_task'.*\(config.data.task='no_such_task'\)"),
     (dict(mesh__shape=(8, 1, 1), mesh__num_devices=0, data__batch_size=4),
      r"batch does not split over the mesh \(config.data.batch_size\): expected a multiple of "
-     r"data x fsdp = 8 vs found 4"),
+     r"data x fsdp = 8 \(the mesh axes config.mesh.rules give 'batch'\) vs found 4"),
 ])
 def test_run_time_config_errors(changes, message, tmp_path):
   with pytest.raises(UserError, match=message):
     train_and_evaluate(_with(**changes), str(tmp_path))
+
+
+def test_batch_axes_follow_the_rules():
+  """Rules that give 'batch' only the data axis: the batch-size check, the data shard and the
+  batch sharding all read the same axes."""
+  from irl_lm import sharding as shd
+  from irl_lm.training import builders
+  c = tiny_config(mesh=(2, 2, 1), num_devices=4)
+  c.mesh.rules = tuple((k, "data" if k == "batch" else v) for k, v in c.mesh.rules)
+  c.data.batch_size = 2  # not a multiple of data x fsdp = 4, a multiple of data = 2
+  mesh = builders.make_mesh(c)
+  rules = tuple(c.mesh.rules)
+  assert shd.batch_axes(mesh, rules) == ("data",) and shd.batch_shards(mesh, rules) == 2
+  batch = shd.shard_batch({"x": np.zeros((2, 3), np.int32)}, mesh, rules)
+  assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data", None)
+  default = tuple(tiny_config().mesh.rules)
+  assert shd.batch_axes(mesh, default) == ("data", "fsdp")
+  c.data.batch_size = 3
+  with pytest.raises(UserError, match=r"expected a multiple of data = 2 \(the mesh axes "):
+    builders.make_mesh(c)

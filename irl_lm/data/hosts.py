@@ -8,9 +8,9 @@ import seqio
 from irl_lm.errors import ConfigError
 
 
-def shard_info_from_mesh(mesh: jax.sharding.Mesh,
-                         batch_axes: Sequence[str] = ("data", "fsdp")) -> seqio.ShardInfo:
-  """This process's `seqio.ShardInfo` when the batch is split over `batch_axes` of `mesh`.
+def shard_info_from_mesh(mesh: jax.sharding.Mesh, batch_axes: Sequence[str]) -> seqio.ShardInfo:
+  """This process's `seqio.ShardInfo` when the batch is split over `batch_axes` of `mesh`
+  (`irl_lm.sharding.batch_axes` of the run's rules).
 
   Processes whose devices hold the same rows of the batch (model-parallel across
   hosts) get the same shard.

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -84,7 +83,7 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
     params = trunk_params(params)
   inputs = _inputs(cfg, batch, max_new_tokens)
   b = next(iter(inputs.values())).shape[0]
-  shards = 1 if mesh is None else _batch_shards(mesh, rules)
+  shards = 1 if mesh is None else shd.batch_shards(mesh, rules)
   padded = -b % shards
   if padded:
     inputs = {k: np.concatenate([v, np.repeat(v[:1], padded, 0)]) for k, v in inputs.items()}
@@ -156,12 +155,6 @@ def _inputs(cfg: ModelConfig, batch: Mapping[str, Any], max_new_tokens: int
     raise ConfigError(f"generate: prompt plus max_new_tokens needs {longest} positions; "
                       f"the model has {cfg.max_position_embeddings}")
   return {"decoder_input_tokens": tokens, "prompt_lengths": lengths.astype(np.int32)}
-
-
-def _batch_shards(mesh: Mesh, rules: shd.Rules) -> int:
-  spec = shd.batch_sharding(mesh, rules).spec[0]
-  axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
-  return math.prod(mesh.shape[a] for a in axes)
 
 
 @functools.lru_cache(maxsize=64)

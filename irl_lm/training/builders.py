@@ -132,10 +132,12 @@ def make_mesh(config: ml_collections.ConfigDict,
     mesh = shd.make_mesh(tuple(config.mesh.shape), devices=devices)
   except ValueError as e:
     raise ConfigError(f"no such mesh ({e})", "config.mesh.shape") from None
-  rows = mesh.shape["data"] * mesh.shape["fsdp"]
+  axes = shd.batch_axes(mesh, tuple(config.mesh.rules))
+  rows = shd.batch_shards(mesh, tuple(config.mesh.rules))
   if config.data.batch_size % rows:
     raise ConfigError("batch does not split over the mesh", "config.data.batch_size",
-                      expected=f"a multiple of data x fsdp = {rows}",
+                      expected=f"a multiple of {' x '.join(axes) or 'nothing'} = {rows} "
+                      "(the mesh axes config.mesh.rules give 'batch')",
                       found=config.data.batch_size)
   return mesh
 

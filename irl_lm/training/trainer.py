@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from irl_lm import data, losses
+from irl_lm import sharding as shd
 from irl_lm.data.checks import check_split, has_rewards
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.training import builders, evaluation, flops
@@ -78,7 +79,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   run = builders.build_run(config)
   check_data(config, run.task)
-  shard = data.shard_info_from_mesh(run.mesh)
+  shard = data.shard_info_from_mesh(run.mesh, shd.batch_axes(run.mesh, run.rules))
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
   ckpt = Checkpointer(workdir, config.train)
   this_run = describe_run(dataclasses.asdict(run.model_cfg), config.loss.name,
