@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
                       "it", f"--output={FLAGS.output}", expected="a new or empty directory",
                       found=", ".join(existing))
   from irl_lm.models import save_pretrained
-  from irl_lm.training.builders import restore_params
+  from irl_lm.workdir import restore_params
   from irl_lm.training.checkpoints import read_config
   model, params, _, _ = restore_params(FLAGS.workdir, FLAGS.step)
   save_pretrained(model, params, FLAGS.output,

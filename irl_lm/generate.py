@@ -70,7 +70,7 @@ def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str |
   if (hf_dir is None) == (workdir is None):
     raise ConfigError("give exactly one of --hf_dir and --workdir", "command line")
   if workdir is not None:
-    from irl_lm.training.builders import restore_params
+    from irl_lm.workdir import restore_params
     model, params, target, vocabulary = restore_params(workdir, step=step)
     return model, params, target, load_vocabulary(vocab) if vocab else vocabulary
   path = vocab or os.path.join(hf_dir, "tokenizer.json")

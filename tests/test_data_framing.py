@@ -22,6 +22,7 @@ from irl_lm.errors import ConfigError
 from irl_lm.models import from_pretrained, save_pretrained
 from irl_lm.training import builders
 from irl_lm.training.trainer import train_and_evaluate
+from irl_lm.workdir import restore_params
 from training_utils import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +133,7 @@ def test_run_and_its_export_generate_transformers_greedy_text(tmp_path):
   c.optimizer.warmup_steps = 0
   c.train.checkpoint_every = 1
   train_and_evaluate(c, str(tmp_path / "run"))
-  model, params, _, _ = builders.restore_params(str(tmp_path / "run"))
+  model, params, _, _ = restore_params(str(tmp_path / "run"))
   export = str(tmp_path / "export")
   save_pretrained(model, params, export, source=FIXTURE)
   for name in ("config.json", "generation_config.json", "tokenizer.json",

@@ -10,6 +10,7 @@ from irl_lm.models import build_model, from_pretrained
 from irl_lm.training import builders
 from irl_lm.training.checkpoints import Checkpointer
 from irl_lm.training.trainer import NonFiniteError, train_and_evaluate
+from irl_lm.workdir import restore_params
 from training_utils import assert_trees_close, assert_trees_equal, tiny_config, trained_params
 
 
@@ -232,7 +233,7 @@ def test_separate_value_trunk_restores_exports_and_decodes(tmp_path):
   train_and_evaluate(c, str(tmp_path / "run"))
   subprocess.run([sys.executable, "-m", "irl_lm.export", f"--workdir={tmp_path / 'run'}",
                   f"--output={tmp_path / 'hf'}"], check=True, capture_output=True)
-  model, params, _, _ = builders.restore_params(str(tmp_path / "run"))
+  model, params, _, _ = restore_params(str(tmp_path / "run"))
   assert VALUE_TRUNK in params
   assert os.path.exists(tmp_path / "hf" / "value_trunk.safetensors")
   _, loaded = from_pretrained(str(tmp_path / "hf"), value_heads=True, value_trunk=True)

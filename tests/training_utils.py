@@ -29,7 +29,7 @@ def tiny_config(loss: str = "iqlearn", *, steps: int = 6, mesh=(1, 1, 1), num_de
 
 
 def trained_params(workdir: str, step=None):
-  from irl_lm.training.builders import restore_params
+  from irl_lm.workdir import restore_params
   _, params, target_q, _ = restore_params(workdir, step)
   return params, target_q
 

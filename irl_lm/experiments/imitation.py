@@ -149,7 +149,7 @@ def train_student(workdir: str, data: dict[str, Any], teacher: dict[str, Any],
   """Trains one student (job); a ``pretrain`` run is exported for the fine-tunes, any
   other is measured on the validation and test prompts."""
   from irl_lm.experiments.curves import read_scalars
-  from irl_lm.training.builders import restore_params
+  from irl_lm.workdir import restore_params
   from irl_lm.training.trainer import train_and_evaluate
   arrays = register(data, settings)
   task = BROAD if method == "pretrain" else DEMOS

@@ -127,7 +127,7 @@ def train_policy(workdir: str, task: str, method: str, variant: dict[str, float]
   from irl_lm import data
   from irl_lm.experiments.curves import read_scalars
   from irl_lm.experiments.rollouts import Policy
-  from irl_lm.training.builders import restore_params
+  from irl_lm.workdir import restore_params
   from irl_lm.training.trainer import train_and_evaluate
   data_task = task
   if method == "pct_bc":

@@ -1,8 +1,7 @@
 """Config -> run: one place that builds the mesh, task, model, optimizer, state and steps.
 
 ``build_run`` is what training, the planner, the benchmarks and the tests call;
-``build_model_for`` / ``restore_params`` serve generation and export (parameters
-only, no optimizer).
+``irl_lm.workdir`` reads a trained run back for generation and export.
 """
 from __future__ import annotations
 
@@ -23,11 +22,8 @@ from irl_lm import data, losses
 from irl_lm import sharding as shd
 from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
-from irl_lm.models import (ModelConfig, build_model, from_pretrained, param_init_fn,
-                           param_shardings, preset, q_heads)
+from irl_lm.models import ModelConfig, build_model, from_pretrained, param_init_fn, preset
 from irl_lm.models.hf_io import load_hf_config
-from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
-                                        restore_fields)
 from irl_lm.training import online
 from irl_lm.training.config import JSONL_TASK, validate
 from irl_lm.training.optim import make_optimizer
@@ -295,28 +291,3 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
   eval_step = shd.jit(make_eval_step(model, config), mesh, rules, in_shardings=(shardings, batch))
   return Run(config, mesh, rules, task, cfg, model, tx, schedule, heads, abstract, shardings,
              train_step, eval_step, value_trunk=value_trunk)
-
-
-def restore_params(workdir: str, step: int | None = None
-                   ) -> tuple[nn.Module, Any, Any | None, seqio.Vocabulary]:
-  """(model, params, ILQL target Q heads or None, vocabulary) of a trained workdir.
-
-  Restores only the parameters (and target heads) of ``step`` (default: the
-  newest that restores) onto one local device; no optimizer is built.
-  """
-  config = read_config(workdir)
-  model_cfg = read_model_config(workdir)
-  task = get_task(config)
-  mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
-  heads = uses_value_heads(config)
-  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules), heads,
-                                           uses_value_trunk(config))
-  want, where = {"params": abstract}, {"params": shardings}
-  if heads:
-    want["target_q"], where["target_q"] = q_heads(abstract), q_heads(shardings)
-  ckpt = Checkpointer(workdir, config.train)
-  try:
-    state = restore_fields(ckpt, step, want, where)
-  finally:
-    ckpt.close()
-  return build_model(model_cfg), state["params"], state.get("target_q"), vocabulary(task)
