@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 MODULES = {"main": "irl_lm.main", "generate": "irl_lm.generate", "export": "irl_lm.export",
-           "plan": "irl_lm.plan", "experiments": "irl_lm.experiments.run"}
+           "plan": "irl_lm.plan", "experiments": "experiments.run"}
 
 
 def run_captured(fn):
@@ -48,6 +48,7 @@ def main() -> None:
   # Flags defined at import (DEFINE_config_dict) read their overrides from sys.argv then, as a
   # real command line has them: offer every case's overrides.
   sys.argv = [entry] + sorted({a for c in cases for a in c["args"] if a.startswith("--config.")})
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/
   module = importlib.import_module(MODULES[entry])
   from absl import flags
   from irl_lm import cli

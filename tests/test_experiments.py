@@ -12,7 +12,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_quick_suite_writes_every_artefact(tmp_path):
   out, runs = tmp_path / "results", tmp_path / "runs"
-  cmd = [sys.executable, "-m", "irl_lm.experiments.run", "--suite=offline_rl", "--quick",
+  cmd = [sys.executable, "-m", "experiments.run", "--suite=offline_rl", "--quick",
          f"--outdir={out}", f"--workroot={runs}", "--workers=1"]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-4000:]

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import log_softmax
 
 from irl_lm.errors import ConfigError
-from irl_lm.experiments import teacher as T
+from experiments import teacher as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
@@ -59,7 +59,7 @@ def test_quick_benchmark_runs_on_a_hugging_face_directory_without_tokenizer(tmp_
   teacher = os.path.join(MODELS, "llama_gqa")
   assert not [f for f in os.listdir(teacher) if "token" in f]
   out = tmp_path / "results"
-  proc = subprocess.run([sys.executable, "-m", "irl_lm.experiments.imitation", "--quick",
+  proc = subprocess.run([sys.executable, "-m", "experiments.run_imitation", "--quick",
                          f"--teacher={teacher}", f"--outdir={out}", "--workers=1",
                          f"--workroot={tmp_path / 'runs'}"],
                         capture_output=True, text=True, cwd=ROOT, timeout=1500)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from irl_lm import metrics
-from irl_lm.experiments import protocol, report, report_imitation
+from experiments import protocol, report, report_imitation
 
 
 def test_summary_keeps_every_point_and_counts_non_finite_apart():

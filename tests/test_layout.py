@@ -15,12 +15,11 @@ ALLOWED = {
 }
 
 
-def modules() -> list[str]:
+def modules(*packages: str) -> list[str]:
   out = []
-  for dirpath, _, files in os.walk(os.path.join(ROOT, "irl_lm")):
-    for f in files:
-      if f.endswith(".py"):
-        out.append(os.path.relpath(os.path.join(dirpath, f), ROOT))
+  for package in packages or ("irl_lm", "experiments"):
+    for dirpath, _, files in os.walk(os.path.join(ROOT, package)):
+      out += [os.path.relpath(os.path.join(dirpath, f), ROOT) for f in files if f.endswith(".py")]
   return sorted(out)
 
 
@@ -30,7 +29,8 @@ def named(path: str) -> bool:
   directory, name = os.path.split(path)
   firsts = [line.split("|")[1] for line in LAYOUT.splitlines() if line.startswith("|")]
   if name == "__init__.py":
-    return directory == "irl_lm" or any(directory + "/" in first for first in firsts)
+    return directory in ("irl_lm", "experiments") or any(directory + "/" in first
+                                                          for first in firsts)
   return any(f"`{path}`" in first for first in firsts)
 
 
@@ -43,6 +43,15 @@ def test_every_named_path_exists():
   for path in re.findall(r"`((?:irl_lm|bench|configs|launch|tests|docs|experiments)/[^`]*)`",
                          LAYOUT):
     assert os.path.exists(os.path.join(ROOT, path)), path
+
+
+def test_the_package_never_imports_the_experiments():
+  for path in modules("irl_lm"):
+    tree = ast.parse(open(os.path.join(ROOT, path), encoding="utf-8").read())
+    for node in ast.walk(tree):
+      names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+               else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+      assert not any(n.split(".")[0] == "experiments" for n in names), path
 
 
 def _imports(path: str) -> set[str]:
@@ -61,10 +70,54 @@ def _imports(path: str) -> set[str]:
 
 
 def test_dependencies_point_one_way():
-  for path in modules():
+  for path in modules("irl_lm"):
     parts = path[:-3].split(os.sep)
     package = parts[1]
     if package not in ALLOWED:
       continue
     extra = _imports(path) - ALLOWED[package] - {package}
     assert not extra, f"{path} imports irl_lm.{sorted(extra)}"
+
+
+def _module_name(path: str) -> str:
+  name = path[:-3].replace(os.sep, ".")
+  return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _edges() -> dict[str, set[str]]:
+  """Module -> the irl_lm / experiments modules it imports (anywhere in the file)."""
+  known = {_module_name(p) for p in modules()}
+  graph = {}
+  for path in modules():
+    me = _module_name(path)
+    out = set()
+    for node in ast.walk(ast.parse(open(os.path.join(ROOT, path), encoding="utf-8").read())):
+      if isinstance(node, ast.ImportFrom) and node.module:
+        for a in node.names:
+          sub = f"{node.module}.{a.name}"
+          out.add(sub if sub in known else node.module)
+      elif isinstance(node, ast.Import):
+        out.update(a.name for a in node.names)
+    # A package's __init__ re-exports its own modules; those importing the package back
+    # (for a sibling) are not a circle of meaning.
+    graph[me] = {m for m in out if m in known and m != me
+                 and not (path.endswith("__init__.py") and m.startswith(me + "."))}
+  return graph
+
+
+def test_no_import_circle():
+  graph = _edges()
+  state: dict[str, int] = {}
+
+  def visit(node: str, trail: list[str]) -> None:
+    state[node] = 1
+    for nxt in sorted(graph[node]):
+      if state.get(nxt) == 1:
+        raise AssertionError("import circle: " + " -> ".join(trail[trail.index(nxt):] + [nxt]))
+      if nxt not in state:
+        visit(nxt, trail + [nxt])
+    state[node] = 2
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])

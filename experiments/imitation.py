@@ -1,8 +1,8 @@
 """IQLearn against MLE on an imitation benchmark with a known expert.
 
-  python -m irl_lm.experiments.imitation [--teacher=HF_DIR] [--quick] [--outdir=DIR]
+  python -m experiments.run_imitation [--teacher=HF_DIR] [--quick] [--outdir=DIR]
 
-(the same as ``python -m irl_lm.experiments.run --suite=imitation``).
+(the same as ``python -m experiments.run --suite=imitation``).
 
 * **Teacher** (the expert): any Hugging Face causal-LM directory (`teacher.py`);
   by default a ``gpt2-mini`` the benchmark trains on the embedded documents.
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from irl_lm.experiments.jobs import Job, run_stage
+from experiments.jobs import Job, run_stage
 
 DEMOS, BROAD = "imitation_demos", "imitation_broad"
 METHODS = ("mle", "iqlearn", "online")  # fine-tuned from the pretrained student
@@ -87,7 +87,7 @@ QUICK = Settings(n_train=64, n_broad=64, n_eval=4, samples=2, temperatures=(0.5,
 def make_data(workdir: str, teacher_path: str, start_id: int, settings: Settings,
               seed: int = 0) -> dict[str, Any]:
   """Samples prompts, demonstrations and the broad corpus from the teacher (job)."""
-  from irl_lm.experiments import teacher as T
+  from experiments import teacher as T
   t = T.load_teacher(teacher_path, start_id)
   s = settings
   none = np.zeros((0,), np.int32)
@@ -128,7 +128,7 @@ def student_config(s: Settings, task: str, method: str, lam: float, lr: float, s
                    seed: int, init: str, vocab_size: int):
   """The training config of one student, whose vocabulary is exactly the teacher's (not
   rounded up: a sampled id the teacher lacks would have no quality)."""
-  from irl_lm.experiments.run_config import single_run_config
+  from experiments.run_config import single_run_config
   slot = int(task == DEMOS and s.demos_truncated)  # the state after the last action
   c = single_run_config(task=task, loss="mle" if method in ("mle", "pretrain") else "iqlearn",
                         model=s.student, lengths=(s.prompt_len, s.cont_len + slot), steps=steps,
@@ -148,7 +148,7 @@ def train_student(workdir: str, data: dict[str, Any], teacher: dict[str, Any],
                   seed: int, init: str = "") -> dict[str, Any]:
   """Trains one student (job); a ``pretrain`` run is exported for the fine-tunes, any
   other is measured on the validation and test prompts."""
-  from irl_lm.experiments.curves import read_scalars
+  from experiments.curves import read_scalars
   from irl_lm.workdir import restore_params
   from irl_lm.training.trainer import train_and_evaluate
   arrays = register(data, settings)
@@ -166,7 +166,7 @@ def train_student(workdir: str, data: dict[str, Any], teacher: dict[str, Any],
     out["path"] = os.path.join(workdir, "hf")
     save_pretrained(model, params, out["path"])
     return out
-  from irl_lm.experiments import teacher as T
+  from experiments import teacher as T
   t = T.load_teacher(teacher["path"], teacher["start_id"])
   out["splits"] = {split: measure(model, params, t, arrays[f"{split}_prompts"], settings, seed)
                    for split in ("validation", "test")}
@@ -223,8 +223,8 @@ def measure(model: Any, params: Any, teacher: Any, prompts: np.ndarray, s: Setti
             seed: int) -> dict[str, Any]:
   """Quality, diversity and implied-reward correlation of one student per decoding."""
   from irl_lm import metrics
-  from irl_lm.experiments import protocol
-  from irl_lm.experiments.teacher import token_log_likelihood
+  from experiments import protocol
+  from experiments.teacher import token_log_likelihood
   n, k = len(prompts), s.samples
   owner = np.repeat(np.arange(n), k)
   out = {}
@@ -262,13 +262,13 @@ def run_benchmark(*, teacher_dir: str | None, workroot: str, settings: Settings,
                   progress=print) -> dict[str, Any]:
   """Runs (or resumes) every stage; returns the rows the report reads."""
   s = settings
-  me = "irl_lm.experiments.imitation"
+  me = "experiments.imitation"
   t0 = time.time()
   if teacher_dir:
     teacher = {"path": teacher_dir, "start_id": None, "trained_here": False}
   else:
     progress("imitation: training the default teacher")
-    res = run_stage([Job("teacher", "irl_lm.experiments.teacher:train_default_teacher",
+    res = run_stage([Job("teacher", "experiments.teacher:train_default_teacher",
                          {"steps": s.teacher_steps})], workroot, workers, progress)["teacher"]
     _check(res, "teacher")
     teacher = {"path": res["path"], "start_id": res["start_id"], "trained_here": True,
@@ -332,10 +332,3 @@ def _choose(results: dict[str, dict[str, Any]], s: Settings, method: str, name) 
     if score > best_score:
       best, best_score = (lam, lr), score
   return best or _grid(s, (method,))[0][1:]
-
-
-if __name__ == "__main__":
-  from irl_lm import cli
-  from irl_lm.experiments import run
-  run.FLAGS.set_default("suite", "imitation")  # the same as run --suite=imitation
-  cli.run(run.main)

@@ -106,7 +106,7 @@ def train_default_teacher(workdir: str, steps: int, seed: int = 0) -> dict[str, 
   from irl_lm import data
   from irl_lm.models import save_pretrained
   from irl_lm.workdir import restore_params
-  from irl_lm.experiments.run_config import single_run_config
+  from experiments.run_config import single_run_config
   from irl_lm.training.trainer import train_and_evaluate
   vocab = data.make_vocabulary("embedded")
   docs = {split: [list(vocab.encode(ex["inputs"])) for ex in

@@ -5,7 +5,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from irl_lm.experiments import protocol
+from experiments import protocol
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

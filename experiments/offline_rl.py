@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from irl_lm.experiments.jobs import Job, run_stage
+from experiments.jobs import Job, run_stage
 
 COLOURS, DIALOGUE = "embedded_ilql_delayed", "embedded_twenty_questions"
 TASKS = (COLOURS, DIALOGUE)
@@ -78,7 +78,7 @@ def variant_name(variant: dict[str, float]) -> str:
 def config(task: str, method: str, settings: Settings, seed: int, data_task: str,
            variant: dict[str, float]):
   """The training config of one policy."""
-  from irl_lm.experiments.run_config import single_run_config
+  from experiments.run_config import single_run_config
   s = settings
   c = single_run_config(task=data_task, loss="ilql" if method == "ilql" else "mle",
                         model=s.model, lengths=LENGTHS[task], steps=s.steps,
@@ -101,7 +101,7 @@ def hidden_objects(split: str, n: int) -> list[str]:
 def rollout_returns(policy: Any, task: str, split: str, decoding: Any, n: int) -> np.ndarray:
   """Returns of ``n`` rollouts of ``policy`` on a split of ``task``."""
   from irl_lm import data
-  from irl_lm.experiments import rollouts
+  from experiments import rollouts
   inputs, targets = LENGTHS[task]
   if task == DIALOGUE:
     episodes = rollouts.dialogue_returns(policy, hidden_objects(split, n), decoding,
@@ -115,7 +115,7 @@ def rollout_returns(policy: Any, task: str, split: str, decoding: Any, n: int) -
 
 def decodings(method: str, settings: Settings) -> dict[str, Any]:
   """The decodings a policy is measured with: ILQL at each beta; BC greedy and sampled."""
-  from irl_lm.experiments.rollouts import Decoding
+  from experiments.rollouts import Decoding
   if method == "ilql":
     return {f"beta{b:g}": Decoding(ilql_beta=b) for b in settings.betas}
   return {"greedy": Decoding(), "sample": Decoding(method="sample", temperature=1.0)}
@@ -125,8 +125,8 @@ def train_policy(workdir: str, task: str, method: str, variant: dict[str, float]
                  settings: Settings) -> dict[str, Any]:
   """Trains one policy (job) and measures its rollouts on validation and test."""
   from irl_lm import data
-  from irl_lm.experiments.curves import read_scalars
-  from irl_lm.experiments.rollouts import Policy
+  from experiments.curves import read_scalars
+  from experiments.rollouts import Policy
   from irl_lm.workdir import restore_params
   from irl_lm.training.trainer import train_and_evaluate
   data_task = task
@@ -157,7 +157,7 @@ def run_suite(*, workroot: str, settings: Settings, workers: int, progress=print
 
   def job(task, method, variant, seed):
     return Job(f"{task}_{method}_{variant_name(variant)}_seed{seed}",
-               "irl_lm.experiments.offline_rl:train_policy",
+               "experiments.offline_rl:train_policy",
                {"task": task, "method": method, "variant": variant, "seed": seed, "settings": s})
 
   tune = [job(t, m, v, 0) for t in TASKS for m in METHODS for v in s.variants(m)]

@@ -5,9 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from irl_lm.experiments import protocol
-from irl_lm.experiments.offline_rl import variant_name
-from irl_lm.experiments.report import health, pyplot, save, table, write_markdown
+from experiments import protocol
+from experiments.offline_rl import variant_name
+from experiments.report import health, pyplot, save, table, write_markdown
 
 
 def policies(rows: list[dict[str, Any]], task: str) -> dict[str, dict[str, dict[int, float]]]:

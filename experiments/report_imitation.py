@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from irl_lm.experiments import protocol
-from irl_lm.experiments.report import health, pyplot, save, table, write_markdown
+from experiments import protocol
+from experiments.report import health, pyplot, save, table, write_markdown
 
 SPLIT = "test"
 METRICS = (("quality", "teacher log-likelihood per token (higher is better)"),

@@ -1,4 +1,4 @@
-"""Command-line flags shared by ``irl_lm.experiments.run`` and ``irl_lm.experiments.imitation``."""
+"""Command-line flags of ``experiments.run`` (and its one-suite entry points)."""
 from absl import flags
 
 from irl_lm.errors import ConfigError

@@ -1,4 +1,4 @@
-"""Run the experiment suites: ``python -m irl_lm.experiments.run --outdir=docs/results``.
+"""Run the experiment suites: ``python -m experiments.run --outdir=docs/results``.
 
 ``--suite=offline_rl``: ILQL under delayed rewards against behaviour cloning
 (`offline_rl.py`); ``--suite=imitation``: IQLearn against MLE with a known
@@ -19,7 +19,7 @@ import time
 from absl import flags
 
 from irl_lm import cli
-from irl_lm.experiments import flags as shared
+from experiments import flags as shared
 
 shared.define()
 flags.DEFINE_enum("suite", "all", ["all", "offline_rl", "imitation"], "Which experiments.")
@@ -47,11 +47,11 @@ def settings_dir(workroot: str, suite: str, settings: object) -> str:
 def main(argv: list[str]) -> None:
   cli.no_arguments(argv)
   shared.check()
-  from irl_lm.experiments import imitation, offline_rl
-  from irl_lm.experiments.report_imitation import imitation_report
-  from irl_lm.experiments.report_offline_rl import offline_rl_report
+  from experiments import imitation, offline_rl
+  from experiments.report_imitation import imitation_report
+  from experiments.report_offline_rl import offline_rl_report
   if FLAGS.teacher:
-    from irl_lm.experiments.teacher import load_teacher
+    from experiments.teacher import load_teacher
     load_teacher(FLAGS.teacher)  # a bad directory is one error line, before any work
   t0 = time.time()
   workroot = FLAGS.workroot or tempfile.mkdtemp(prefix="irl_lm_experiments_")
