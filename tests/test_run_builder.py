@@ -73,3 +73,19 @@ def assert_planner_lowers_the_trainers_step(config):
     batch = trainer.abstract_batch()
   trained = trainer.train_step.lower(trainer.abstract_state(), batch)
   assert trained.as_text() == lowered.as_text()
+
+
+@pytest.mark.parametrize("size, pack", [("t5-tiny", False), ("t5-tiny", True),
+                                        ("gpt2-tiny", False)])
+def test_abstract_batch_is_the_real_batch(size, pack):
+  """One feature table (data/features.py): what the planner compiles for is what comes in."""
+  from irl_lm import data
+  from training_utils import tiny_config
+  c = tiny_config()
+  c.model.size, c.data.pack = size, pack
+  run = builders.build_run(c)
+  lengths = {"inputs": c.data.inputs_length, "targets": c.data.targets_length}
+  batch = next(data.BatchIterator(run.task, "train", run.kind, lengths, c.data.batch_size,
+                                  pack=pack))
+  want = {k: (v.shape, v.dtype) for k, v in run.abstract_batch().items()}
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == want

@@ -97,7 +97,7 @@ def test_write_is_fifo_and_draw_takes_filled_slots_only():
 def expected_rows(run, batch, tokens, lengths):
   """The batch layout of the samples, written out row by row in numpy."""
   n = batch["decoder_target_tokens"].shape[1]
-  out = {k: np.zeros_like(batch[k]) for k in online.ROW_FEATURES if k in batch}
+  out = {k: np.zeros_like(batch[k]) for k in data.POLICY_FEATURES if k in batch}
   eos = run.model.cfg.eos_id
   for b in range(tokens.shape[0]):
     sample = list(tokens[b, :lengths[b]])

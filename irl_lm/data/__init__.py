@@ -31,6 +31,7 @@ from irl_lm.data.chat import NoChatTemplateError, load_chat_template
 from irl_lm.data.embedded import score
 from irl_lm.data.feature_converters import (DecoderRewardFeatureConverter,
                                             EncDecRewardFeatureConverter, get_feature_converter)
+from irl_lm.data.features import POLICY_FEATURES, batch_features, feature_lengths
 from irl_lm.data.framing import Framing, framing_for
 from irl_lm.data.hosts import shard_info_from_mesh
 from irl_lm.data.jsonl import Fields as JsonlFields
@@ -48,8 +49,9 @@ register_embedded_tasks()
 __all__ = [
     "BatchIterator", "DatasetNotPreparedError", "DecoderRewardFeatureConverter",
     "EncDecRewardFeatureConverter", "Framing", "IdVocabulary", "JsonlFields",
-    "JsonlFormatError", "NoChatTemplateError", "compute_metrics", "eval_examples",
-    "framing_for", "get_feature_converter", "get_task", "load_chat_template", "make_vocabulary",
+    "JsonlFormatError", "NoChatTemplateError", "POLICY_FEATURES", "batch_features",
+    "compute_metrics", "eval_examples", "feature_lengths", "framing_for",
+    "get_feature_converter", "get_task", "load_chat_template", "make_vocabulary",
     "register_embedded_tasks", "register_id_task", "register_jsonl_reward_task",
     "register_paper_tasks", "register_top_fraction", "score", "shard_info_from_mesh",
     "split_returns",

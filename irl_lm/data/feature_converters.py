@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import seqio
 import tensorflow as tf
 
+from irl_lm.data.features import TABLES, feature_lengths
 from irl_lm.data.framing import Framing
 from irl_lm.data.packing import pack_dataset, pad_dataset
 from irl_lm.errors import ConfigError
@@ -34,6 +35,11 @@ _LABELS = ("targets", "rewards", "weights", "truncated")
 _TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32),
                   "rewards": Spec(dtype=tf.float32), "weights": Spec(dtype=tf.int32),
                   "truncated": Spec(dtype=tf.int32)}
+
+
+def _specs(kind: str, packed: bool) -> dict[str, Spec]:
+  """seqio specs of the batch table's features (`features.py`): unpacked, or packing-only."""
+  return {f.name: Spec(dtype=tf.as_dtype(f.dtype)) for f in TABLES[kind] if f.packed == packed}
 
 
 def add_default_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -69,18 +75,8 @@ class _RewardFeatureConverter(seqio.FeatureConverter):
 class EncDecRewardFeatureConverter(_RewardFeatureConverter):
   """Encoder-decoder (T5) batches with decoder_rewards; see the module docstring."""
 
-  MODEL_FEATURES = {
-      "encoder_input_tokens": Spec(dtype=tf.int32),
-      "decoder_target_tokens": Spec(dtype=tf.int32),
-      "decoder_input_tokens": Spec(dtype=tf.int32),
-      "decoder_loss_weights": Spec(dtype=tf.int32),
-      "decoder_rewards": Spec(dtype=tf.float32),
-      "decoder_truncated": Spec(dtype=tf.int32),
-  }
-  PACKING_FEATURE_DTYPES = {
-      "encoder_segment_ids": tf.int32, "decoder_segment_ids": tf.int32,
-      "encoder_positions": tf.int32, "decoder_positions": tf.int32,
-  }
+  MODEL_FEATURES = _specs("encdec", packed=False)
+  PACKING_FEATURE_DTYPES = {k: v.dtype for k, v in _specs("encdec", packed=True).items()}
 
   def _convert_features(self, ds: tf.data.Dataset,
                         task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
@@ -107,27 +103,13 @@ class EncDecRewardFeatureConverter(_RewardFeatureConverter):
     return ds.map(convert, num_parallel_calls=AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    n, m = task_feature_lengths["inputs"], task_feature_lengths["targets"]
-    lengths = {"encoder_input_tokens": n, "decoder_target_tokens": m, "decoder_input_tokens": m,
-               "decoder_loss_weights": m, "decoder_rewards": m, "decoder_truncated": m}
-    if self.pack:
-      lengths.update(encoder_segment_ids=n, encoder_positions=n, decoder_segment_ids=m,
-                     decoder_positions=m)
-    return lengths
+    return feature_lengths("encdec", self.pack, task_feature_lengths)
 
 
 class DecoderRewardFeatureConverter(_RewardFeatureConverter):
   """Decoder-only (GPT-2/Llama) batches of framed prompt ++ response; see the module docstring."""
 
-  MODEL_FEATURES = {
-      "decoder_target_tokens": Spec(dtype=tf.int32),
-      "decoder_input_tokens": Spec(dtype=tf.int32),
-      "decoder_loss_weights": Spec(dtype=tf.int32),
-      "decoder_rewards": Spec(dtype=tf.float32),
-      "decoder_truncated": Spec(dtype=tf.int32),
-      "decoder_segment_ids": Spec(dtype=tf.int32),
-      "decoder_positions": Spec(dtype=tf.int32),
-  }
+  MODEL_FEATURES = _specs("decoder", packed=False)
   PACKING_FEATURE_DTYPES = {}
 
   def __init__(self, framing: Framing, pack: bool = False):
@@ -164,8 +146,7 @@ class DecoderRewardFeatureConverter(_RewardFeatureConverter):
     return ds.map(convert, num_parallel_calls=AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
-    return {k: length for k in self.MODEL_FEATURES}
+    return feature_lengths("decoder", self.pack, task_feature_lengths)
 
 
 MODEL_KINDS = ("encdec", "decoder")

@@ -12,7 +12,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 import seqio
@@ -150,20 +149,12 @@ def optimizer(config: ml_collections.ConfigDict
 
 def batch_shapes(config: ml_collections.ConfigDict, cfg: ModelConfig
                  ) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """``{feature: (shape, dtype)}`` of one global training batch."""
+  """``{feature: (shape, dtype)}`` of one global training batch (`data.features`)."""
   d = config.data
-  b = d.batch_size
-  if cfg.kind == "encdec":
-    n = d.targets_length
-    out = {"encoder_input_tokens": ((b, d.inputs_length), jnp.int32)}
-  else:
-    n = d.inputs_length + d.targets_length
-    out = {"decoder_segment_ids": ((b, n), jnp.int32), "decoder_positions": ((b, n), jnp.int32)}
-  for k in ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights"):
-    out[k] = ((b, n), jnp.int32)
-  out["decoder_rewards"] = ((b, n), jnp.float32)
-  out["decoder_truncated"] = ((b, n), jnp.int32)
-  return out
+  lengths = {"inputs": d.inputs_length, "targets": d.targets_length}
+  table = {f.name: f.dtype for f in data.batch_features(cfg.kind, d.pack)}
+  return {k: ((d.batch_size, n), table[k])
+          for k, n in data.feature_lengths(cfg.kind, d.pack, lengths).items()}
 
 
 @dataclasses.dataclass

@@ -20,6 +20,7 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from irl_lm import sharding as shd
+from irl_lm.data.features import POLICY_FEATURES
 from irl_lm.decoding.sampling import Settings
 from irl_lm.decoding.search import sample_or_greedy
 from irl_lm.decoding.session import session_for
@@ -30,9 +31,6 @@ Batch = Mapping[str, Array]
 Replay = dict[str, Any]
 
 POLICY = "policy"  # the key of the policy batch in the batch the loss sees
-ROW_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                "decoder_loss_weights", "decoder_segment_ids", "decoder_positions",
-                "decoder_truncated")
 
 
 def replay_abstract(batch_shapes: Mapping[str, tuple[tuple[int, ...], Any]],
@@ -40,7 +38,7 @@ def replay_abstract(batch_shapes: Mapping[str, tuple[tuple[int, ...], Any]],
   """The buffer as ``ShapeDtypeStruct``s, from one batch's ``{feature: (shape, dtype)}``."""
   rows = {}
   for k, (shape, dtype) in batch_shapes.items():
-    if k in ROW_FEATURES:
+    if k in POLICY_FEATURES:
       rows[k] = jax.ShapeDtypeStruct((buffer_size // shape[0],) + shape, dtype)
   return {"rows": rows, "count": jax.ShapeDtypeStruct((), jnp.int32)}
 
