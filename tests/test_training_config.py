@@ -114,3 +114,25 @@ def test_batch_axes_follow_the_rules():
   c.data.batch_size = 3
   with pytest.raises(UserError, match=r"expected a multiple of data = 2 \(the mesh axes "):
     builders.make_mesh(c)
+
+
+def test_a_saved_config_is_merged_onto_the_defaults_once(tmp_path):
+  """A workdir written before a key existed reads that key's default; a key since removed
+  is dropped; the result validates."""
+  import json
+  from irl_lm.models import preset
+  from irl_lm.training.checkpoints import CONFIG_FILE, read_config, write_config
+  c = tiny_config("ilql")
+  c.loss.ilql.tau = 0.9
+  write_config(str(tmp_path), c, preset("t5-tiny", vocab_size=256))
+  path = tmp_path / CONFIG_FILE
+  raw = json.loads(path.read_text())
+  del raw["loss"]["ilql"]["reward_norm"], raw["loss"]["ilql"]["separate_value_trunk"]
+  del raw["data"]["jsonl"]
+  raw["train"]["a_key_since_removed"] = 3
+  path.write_text(json.dumps(raw))
+  got = read_config(str(tmp_path))
+  validate(got)
+  assert got.loss.ilql.tau == 0.9 and got.loss.ilql.reward_norm == "none"
+  assert got.loss.ilql.separate_value_trunk is False and got.data.jsonl.train == ""
+  assert "a_key_since_removed" not in got.train

@@ -235,7 +235,10 @@ def _read_json(fn: epath.Path) -> Any:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with."""
+  """The config a workdir was trained with, merged once onto today's defaults: a key added
+  since the run was written reads as its default (the value that reproduces the run), and
+  a key since removed is dropped."""
+  from irl_lm.training.config import base_config
   fn = epath.Path(workdir) / CONFIG_FILE
   if not fn.exists():
     raise MissingError(f"no {CONFIG_FILE}; is this an irl_lm workdir?", workdir)
@@ -244,9 +247,21 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     raw["mesh"]["shape"] = tuple(raw["mesh"]["shape"])
     raw["mesh"]["rules"] = tuple((k, tuple(v) if isinstance(v, list) else v)
                                  for k, v in raw["mesh"]["rules"])
-    return ml_collections.ConfigDict(raw)
+    config = base_config()
+    _merge(config, raw)
+    return config
   except (KeyError, TypeError, ValueError) as e:
     raise InputError(f"not an irl_lm config ({_reason(e)})", str(fn)) from None
+
+
+def _merge(config: ml_collections.ConfigDict, raw: dict[str, Any]) -> None:
+  for key, value in raw.items():
+    if key not in config:
+      continue
+    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _merge(config[key], value)
+    else:
+      config[key] = value
 
 
 def read_model_config(workdir: str) -> Any:

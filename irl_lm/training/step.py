@@ -25,18 +25,13 @@ def uses_value_heads(config: ml_collections.ConfigDict) -> bool:
 
 
 def uses_value_trunk(config: ml_collections.ConfigDict) -> bool:
-  """Whether ILQL keeps its Q/V heads on a separate value trunk (``params['value_trunk']``).
-
-  Reads ``loss.ilql.separate_value_trunk`` with a False default, so workdirs
-  recorded before the key existed restore as they were trained.
-  """
-  return uses_value_heads(config) and bool(config.loss.ilql.get("separate_value_trunk", False))
+  """Whether ILQL keeps its Q/V heads on a separate value trunk (``params['value_trunk']``)."""
+  return uses_value_heads(config) and config.loss.ilql.separate_value_trunk
 
 
 def reward_norm(config: ml_collections.ConfigDict) -> str:
-  """ILQL's ``loss.ilql.reward_norm`` (``"none"`` for other losses and for workdirs recorded
-  before the key existed)."""
-  return config.loss.ilql.get("reward_norm", "none") if uses_value_heads(config) else "none"
+  """ILQL's ``loss.ilql.reward_norm`` (``"none"`` for other losses)."""
+  return config.loss.ilql.reward_norm if uses_value_heads(config) else "none"
 
 
 def _observe(stats: losses.ReturnStats, batch: Batch) -> losses.ReturnStats:
