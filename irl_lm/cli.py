@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -196,13 +197,43 @@ def _setup_logging(log_file: str | None) -> None:
     root.addHandler(fh)
 
 
+def _new_directories(path: str | None) -> list[str]:
+  """The directories above ``path`` that do not exist yet, deepest first."""
+  if not path or "://" in path:
+    return []
+  out = []
+  d = os.path.dirname(os.path.abspath(path))
+  while d and not os.path.exists(d) and d != os.path.dirname(d):
+    out.append(d)
+    d = os.path.dirname(d)
+  return out
+
+
+def _remove_log(path: str, directories: list[str]) -> None:
+  """Undoes the log file and the directories made for it, if nothing else was written there:
+  a run that fails its checks leaves no workdir behind."""
+  root = logging.getLogger()
+  for h in [h for h in root.handlers if getattr(h, "irl_lm_log_file", False)]:
+    root.removeHandler(h)
+    h.close()
+  with contextlib.suppress(OSError):
+    os.remove(path)
+  for d in directories:
+    with contextlib.suppress(OSError):
+      os.rmdir(d)  # only if empty
+
+
 def _guard(main: Callable[[list[str]], Any], log_file: Callable[[], str | None] | None
            ) -> Callable[[list[str]], Any]:
   def guarded(argv: list[str]) -> Any:
+    path = log_file() if log_file else None
+    new = _new_directories(path)
     try:
-      _setup_logging(log_file() if log_file else None)
+      _setup_logging(path)
       return main(argv)
     except (UserError, app.UsageError) as e:
+      if new:
+        _remove_log(path, new)
       if debugging():
         raise
       fail(str(e))

@@ -5,6 +5,7 @@ pre-empted after saving a checkpoint (rerun the same command to resume).
 """
 import os
 import sys
+import tempfile
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -25,9 +26,7 @@ def main(argv: list[str]) -> None:
   from irl_lm.training.preemption import EXIT_PREEMPTED, Preempted
   from irl_lm.training.trainer import train_and_evaluate
   validate(FLAGS.config)
-  if "://" not in FLAGS.workdir and os.path.exists(FLAGS.workdir) \
-      and not os.path.isdir(FLAGS.workdir):
-    raise ConfigError("the workdir is not a directory", f"--workdir={FLAGS.workdir}")
+  check_workdir(FLAGS.workdir)
   maybe_initialize(FLAGS.config.distributed)
   logging.info("training in %s (full config: config.json, full log: log.txt there)",
                FLAGS.workdir)
@@ -36,6 +35,21 @@ def main(argv: list[str]) -> None:
   except Preempted as e:
     logging.warning("%s", e)
     sys.exit(EXIT_PREEMPTED)
+
+
+def check_workdir(workdir: str) -> None:
+  """One line for a workdir that is a file, cannot be created or cannot be written."""
+  if "://" in workdir:
+    return
+  where = f"--workdir={workdir}"
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError("the workdir is not a directory", where)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".irl_lm_write_check"):
+      pass
+  except OSError as e:
+    raise ConfigError(f"cannot write the workdir: {e.strerror or e}", where) from None
 
 
 def log_file() -> str:

@@ -207,6 +207,10 @@ def _plan(*flags: str) -> Callable[[Path], list[str]]:
   return lambda d: [f"--config={TINY}", *flags]
 
 
+def _assert_no_workdir(d: Path) -> None:
+  assert not (d / "run").exists(), sorted((d / "run").rglob("*"))
+
+
 def _assert_fallback(d: Path) -> None:
   aside = list((d / "run" / "checkpoints_unreadable").iterdir())
   assert [p.name.split(".")[0] for p in aside] == ["4"], aside
@@ -297,6 +301,12 @@ CASES = [
     Case("positional", "main", _tiny("extra"), r"unexpected command-line arguments"),
     Case("workdir-is-file", "main",
          lambda d: ((d / "run").write_text("x"), _tiny()(d))[1], r"run"),
+    Case("workdir-unwritable", "main",
+         lambda d: [f"--config={TINY}", "--workdir=/proc/irl_lm_no_such/run"],
+         r"cannot write the workdir: .* \(--workdir=/proc/irl_lm_no_such/run\)"),
+    Case("failed-checks-leave-no-workdir", "main",
+         _tiny("--config.data.task=no_such_task"), r"No task named 'no_such_task'",
+         check=_assert_no_workdir),
     # --- main: data files ---
     Case("jsonl-bad-json", "main",
          _task_module("bad_json", b'{"prompt": "a", "response": "b", "reward": 1}\n{"prompt": \n'),
