@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_num_cpu_devices", FLAGS.devices)
   from irl_lm.planning import parse_memory, plan_decode, plan_train, tpu_devices
   from irl_lm.training.config import validate
-  validate(FLAGS.config)
+  validate(FLAGS.config, data=False)  # a plan reads no data: no vocabulary file needed
   memory = parse_memory(FLAGS.device_memory)
   if memory <= 0:
     raise ConfigError("value out of range", "--device_memory", expected="a size > 0",

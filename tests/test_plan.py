@@ -90,3 +90,20 @@ def test_a_step_the_tpu_compiler_refuses_is_planned_as_not_fitting():
   assert plan.table().splitlines()[-1].split(None, 1) == ["note", note]
   with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
     planner._compile(_Refusing("INTERNAL: something else"), arguments=1, donated=0)
+
+
+def test_a_plan_needs_no_vocabulary_file():
+  """`python -m irl_lm.plan --config=configs/t5_xl.py ...` as printed: a plan reads no data."""
+  import importlib.util
+  from irl_lm.errors import ConfigError
+  from irl_lm.training.config import validate
+  spec = importlib.util.spec_from_file_location("t5_xl", os.path.join(ROOT, "configs", "t5_xl.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert config.data.vocabulary == "sentencepiece" and not config.data.vocabulary_path
+  with pytest.raises(ConfigError, match="needs config.data.vocabulary_path"):
+    validate(config)
+  validate(config, data=False)
+  run = build_run(config, devices=jax.devices()[:8], with_task=False)
+  assert run.task is None and run.model_cfg.d_model == 2048

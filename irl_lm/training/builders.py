@@ -254,7 +254,7 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
       read only when the model's vocabulary size comes from it.
     model_cfg: a model other than ``config.model``'s (benchmarks of custom sizes).
   """
-  validate(config)
+  validate(config, data=with_task)
   mesh = make_mesh(config, devices)
   rules = tuple(config.mesh.rules)
   m = config.model

@@ -189,8 +189,12 @@ _UNIT = ("loss.iqlearn.gamma", "loss.ilql.gamma", "loss.ilql.tau", "optimizer.b1
          "optimizer.b2", "loss.iqlearn.online.mix")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the key for unknown keys, bad types, values and combinations."""
+def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
+  """Raises ConfigError naming the key for unknown keys, bad types, values and combinations.
+
+  ``data=False`` (the planner, which reads no data) skips the checks of the data sources:
+  a vocabulary file and JSONL files.
+  """
   base, flat = _walk(base_config()), _walk(config)
   for key in flat:
     if key not in base:
@@ -238,11 +242,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.train.best_metric names no eval metric", "config.train.best_metric",
                       expected="'eval/<metric>', e.g. 'eval/loss'",
                       found=repr(flat["train.best_metric"]))
-  if flat["data.vocabulary"] and not (flat["data.vocabulary_path"] or flat["model.init_from"]):
+  if data and flat["data.vocabulary"] and not (flat["data.vocabulary_path"]
+                                               or flat["model.init_from"]):
     raise ConfigError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
                       "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
                       "directory with spiece.model / tokenizer.json)", "config.data.vocabulary_path")
-  if flat["data.task"] == JSONL_TASK:
+  if data and flat["data.task"] == JSONL_TASK:
     _check_jsonl(flat)
   if flat["loss.iqlearn.online.enable"]:
     _check_online(flat)
