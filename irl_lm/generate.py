@@ -23,22 +23,28 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import ml_collections
-import numpy as np
-import seqio
-import tqdm
-from absl import flags
-from ml_collections import config_flags
+from irl_lm import cli
 
-from irl_lm import cli, data
-from irl_lm import sharding as shd
-from irl_lm.data.special_tokens import check_special_tokens
-from irl_lm.decoding import default_config, generate, generate_kwargs
-from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch
-from irl_lm.errors import ConfigError, InputError, MissingError
-from irl_lm.models import ModelConfig, from_pretrained
-from irl_lm.models.hf_io import VALUE_TRUNK_FILE
+# TensorFlow (through seqio and irl_lm.data) prints its C++ start-up lines on import: take
+# them before anything below imports it, as cli.run does for the other entry points.
+cli.load_tensorflow_quietly(sys.argv)
+# pylint: disable=wrong-import-position
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import seqio  # noqa: E402
+import tqdm  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from irl_lm import data  # noqa: E402
+from irl_lm import sharding as shd  # noqa: E402
+from irl_lm.data.special_tokens import check_special_tokens  # noqa: E402
+from irl_lm.decoding import default_config, generate, generate_kwargs  # noqa: E402
+from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch  # noqa: E402
+from irl_lm.errors import ConfigError, InputError, MissingError  # noqa: E402
+from irl_lm.models import ModelConfig, from_pretrained  # noqa: E402
+from irl_lm.models.hf_io import VALUE_TRUNK_FILE  # noqa: E402
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face checkpoint directory.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")

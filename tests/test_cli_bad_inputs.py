@@ -320,7 +320,8 @@ CASES = [
          r"rewards.jsonl:1: field 'reward' must be a number"),
     Case("jsonl-missing", "main", _task_module("missing_file", None), r"rewards.jsonl"),
     # --- main: data.task=jsonl and a checkpoint's own special tokens ---
-    Case("special-tokens-disagree", "main", _jsonl_run(edit=_set_json("config.json", eos_token_id=3)),
+    Case("special-tokens-disagree", "main",
+         _jsonl_run(edit=_set_json("config.json", eos_token_id=3)),
          r"the tokenizer's EOS is id 2 but the checkpoint's config.json has eos_token_id 3; use "
          r"the checkpoint's own tokenizer \(config.model.init_from="),
     Case("jsonl-config-no-file", "main", _jsonl_run("--config.data.jsonl.train=/no/such.jsonl"),

@@ -149,7 +149,8 @@ def test_run_and_its_export_generate_transformers_greedy_text(tmp_path):
   config = ml_collections.ConfigDict({"decoding": default_config()})
   config.decoding.max_new_tokens = int(GOLDEN["max_new_tokens"])
   texts = {}
-  for name, kw in (("workdir", dict(workdir=str(tmp_path / "run"))), ("hf_dir", dict(hf_dir=export))):
+  for name, kw in (("workdir", dict(workdir=str(tmp_path / "run"))),
+                   ("hf_dir", dict(hf_dir=export))):
     out = tmp_path / f"{name}.jsonl"
     cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
     texts[name] = [json.loads(line)["samples"][0] for line in out.read_text().splitlines()]
