@@ -6,7 +6,10 @@ transformers' PyTorch ``from_pretrained(HF_DIR)`` then loads it; ILQL value
 heads go to ``HF_DIR/value_heads.safetensors`` and a separate value trunk
 (``loss.ilql.separate_value_trunk``) to ``HF_DIR/value_trunk.safetensors``. A run
 that started from a Hugging Face checkpoint (``model.init_from``) gets that
-checkpoint's own config.json back, with its generation config and tokenizer files.
+checkpoint's own config.json back, with its generation config and tokenizer files. The
+tokenizer the run was trained with (``data.vocabulary_path``'s ``tokenizer.json`` and its
+neighbours, or its SentencePiece model) goes with the model, so ``generate --hf_dir`` and
+transformers read the export's text as the run did.
 """
 import os
 
@@ -31,12 +34,9 @@ def main(argv: list[str]) -> None:
     raise ConfigError("the output directory already holds a model; pass --overwrite to replace "
                       "it", f"--output={FLAGS.output}", expected="a new or empty directory",
                       found=", ".join(existing))
-  from irl_lm.models import save_pretrained
-  from irl_lm.workdir import restore_params
-  from irl_lm.training.checkpoints import read_config
-  model, params, _, _ = restore_params(FLAGS.workdir, FLAGS.step)
-  save_pretrained(model, params, FLAGS.output,
-                  source=read_config(FLAGS.workdir).model.init_from or None)
+  from irl_lm.workdir import export
+  for note in export(FLAGS.workdir, FLAGS.output, FLAGS.step):
+    print(f"note: {note}")
   print(f"wrote {FLAGS.output}")
 
 

@@ -1,10 +1,14 @@
-"""A trained workdir read back for inference: its config, model, parameters and vocabulary.
+"""A trained workdir read back for inference: its config, model, parameters and vocabulary,
+and its export as a Hugging Face directory with the tokenizer it was trained with.
 
 ``generate --workdir``, ``export`` and the experiments read runs through here, not
 through the run builder: no optimizer is built and nothing is compiled.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from typing import Any
 
 import flax.linen as nn
@@ -12,11 +16,15 @@ import jax
 import seqio
 
 from irl_lm import sharding as shd
-from irl_lm.models import build_model, param_shardings, q_heads
+from irl_lm.data.vocabularies import HfTokenizerVocabulary
+from irl_lm.models import build_model, param_shardings, q_heads, save_pretrained
 from irl_lm.training.builders import get_task, vocabulary
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
 from irl_lm.training.step import uses_value_heads, uses_value_trunk
+
+# Beside a run's tokenizer.json, what a tokenizer directory may also hold.
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def restore_params(workdir: str, step: int | None = None
@@ -42,3 +50,31 @@ def restore_params(workdir: str, step: int | None = None
   finally:
     ckpt.close()
   return build_model(model_cfg), state["params"], state.get("target_q"), vocabulary(task)
+
+
+def export(workdir: str, output: str, step: int | None = None) -> list[str]:
+  """Writes the run's model, with the tokenizer files it was trained with; returns notes."""
+  model, params, _, vocabulary = restore_params(workdir, step)
+  source = read_config(workdir).model.init_from or None
+  save_pretrained(model, params, output, source=source)
+  files: dict[str, str] = {}
+  if isinstance(vocabulary, HfTokenizerVocabulary):
+    if source is None and vocabulary.bos_id is not None:  # irl_lm wrote the config: its BOS
+      path = os.path.join(output, "config.json")
+      with open(path) as f:
+        config = json.load(f)
+      config["bos_token_id"] = vocabulary.bos_id
+      with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+    here = os.path.dirname(vocabulary.path)
+    files = {name: os.path.join(here, name) for name in TOKENIZER_FILES}
+    files["tokenizer.json"] = vocabulary.path
+  elif isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    files = {"spiece.model": vocabulary.sentencepiece_model_file}
+  else:
+    return [f"the run's {type(vocabulary).__name__} has no tokenizer file: generate from the "
+            f"export with --vocab, or from the run with --workdir={workdir}"]
+  for name, path in files.items():
+    if os.path.isfile(path) and not os.path.exists(os.path.join(output, name)):
+      shutil.copyfile(path, os.path.join(output, name))
+  return []

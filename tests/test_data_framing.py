@@ -223,3 +223,28 @@ def test_jsonl_task_from_the_config_reads_every_row_form_with_renamed_fields(tmp
   c.data.jsonl.fields.reward = "score"
   with pytest.raises(data.JsonlFormatError, match=r"rows.jsonl:1: missing field 'score'"):
     builders.get_task(c)
+
+
+def test_an_export_carries_the_runs_tokenizer(tmp_path):
+  """A decoder trained from scratch with data.vocabulary_path: the export holds that
+  tokenizer, and generate --hf_dir on it writes the text generate --workdir writes."""
+  from irl_lm.workdir import export
+  c = jsonl_config()
+  c.model.init_from, c.model.size = "", "gpt2-tiny"
+  c.data.vocabulary_path = os.path.join(FIXTURE, "tokenizer.json")
+  c.train.checkpoint_every = 1
+  train_and_evaluate(c, str(tmp_path / "run"))
+  assert export(str(tmp_path / "run"), str(tmp_path / "export")) == []
+  for name in ("tokenizer.json", "tokenizer_config.json"):
+    assert (tmp_path / "export" / name).read_bytes() == open(os.path.join(FIXTURE, name),
+                                                              "rb").read()
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("once there was a cat named tom.\n")
+  config = ml_collections.ConfigDict({"decoding": default_config()})
+  config.decoding.max_new_tokens = 8
+  texts = []
+  for kw in (dict(workdir=str(tmp_path / "run")), dict(hf_dir=str(tmp_path / "export"))):
+    out = tmp_path / "out.jsonl"
+    cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
+    texts.append(json.loads(out.read_text())["samples"])
+  assert texts[0] == texts[1]
