@@ -6,7 +6,6 @@ through the run builder: no optimizer is built and nothing is compiled.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any
@@ -18,6 +17,8 @@ import seqio
 from irl_lm import sharding as shd
 from irl_lm.data.vocabularies import HfTokenizerVocabulary
 from irl_lm.models import build_model, param_shardings, q_heads, save_pretrained
+from irl_lm.models.hf_config import read_json
+from irl_lm.models.hf_io import write_json
 from irl_lm.training.builders import get_task, vocabulary
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
@@ -61,11 +62,7 @@ def export(workdir: str, output: str, step: int | None = None) -> list[str]:
   if isinstance(vocabulary, HfTokenizerVocabulary):
     if source is None and vocabulary.bos_id is not None:  # irl_lm wrote the config: its BOS
       path = os.path.join(output, "config.json")
-      with open(path) as f:
-        config = json.load(f)
-      config["bos_token_id"] = vocabulary.bos_id
-      with open(path, "w") as f:
-        json.dump(config, f, indent=2)
+      write_json({**read_json(path), "bos_token_id": vocabulary.bos_id}, path)
     here = os.path.dirname(vocabulary.path)
     files = {name: os.path.join(here, name) for name in TOKENIZER_FILES}
     files["tokenizer.json"] = vocabulary.path

@@ -38,10 +38,6 @@ class Framing:
   prompt_eos: bool
   eos_id: int
 
-  @property
-  def name(self) -> str:
-    return "irl_lm" if self.prompt_eos else "tokenizer"
-
   def prompt(self, inputs: Sequence[int]) -> list[int]:
     """The tokens a generation starts from, for a task's ``inputs`` (which end in EOS)."""
     ids = [int(i) for i in inputs]

@@ -358,15 +358,16 @@ def _write_config(cfg: ModelConfig, path: str, source: str | None) -> None:
     try:
       if from_hf_config(merged, source=src, **{k: getattr(cfg, k) for k in EXECUTION_FIELDS}) \
           == cfg:
-        _dump(merged, target)
+        write_json(merged, target)
         return
     except (InputError, MissingError):
       pass
     logging.info("%s describes another model; writing irl_lm's own config.json", source)
-  _dump(to_hf_config(cfg), target)
+  write_json(to_hf_config(cfg), target)
 
 
-def _dump(config: dict[str, Any], target: str) -> None:
+def write_json(config: dict[str, Any], target: str) -> None:
+  """A config dict as indented JSON (config.json as irl_lm writes it)."""
   with open(target, "w") as f:
     json.dump(config, f, indent=2)
 
