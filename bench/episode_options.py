@@ -25,7 +25,7 @@ import jax
 
 from irl_lm import data
 from irl_lm.training.builders import Run, build_run
-from irl_lm.training.trainer import REWARD_NORM_MAX_EXAMPLES, dataset_reward_stats
+from irl_lm.algorithms.ilql import REWARD_NORM_MAX_EXAMPLES
 
 CONFIG = os.path.join(harness.ROOT, "configs", "ilql_embedded.py")
 NORMS = ("none", "running", "dataset")
@@ -66,7 +66,7 @@ def main() -> None:
                                   d.batch_size, seed=0))
   plain = {k: v for k, v in batch.items() if k != "decoder_truncated"}
   start = time.perf_counter()
-  stats = dataset_reward_stats(runs["dataset"].config, runs["dataset"].task)
+  stats = runs["dataset"].algorithm.startup(runs["dataset"].task)["reward_stats"]
   pass_s = time.perf_counter() - start
   cases = {norm: stepper(runs[norm], batch, stats if norm == "dataset" else None)
            for norm in NORMS}

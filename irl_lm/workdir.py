@@ -15,14 +15,14 @@ import jax
 import seqio
 
 from irl_lm import sharding as shd
+from irl_lm.algorithms import make_algorithm
 from irl_lm.data.vocabularies import HfTokenizerVocabulary
-from irl_lm.models import build_model, param_shardings, q_heads, save_pretrained
+from irl_lm.models import build_model, param_shardings, save_pretrained
 from irl_lm.models.hf_config import read_json
 from irl_lm.models.hf_io import write_json
 from irl_lm.training.builders import get_task, vocabulary
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
-from irl_lm.training.step import uses_value_heads, uses_value_trunk
 
 # Beside a run's tokenizer.json, what a tokenizer directory may also hold.
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -39,18 +39,18 @@ def restore_params(workdir: str, step: int | None = None
   model_cfg = read_model_config(workdir)
   task = get_task(config)
   mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
-  heads = uses_value_heads(config)
-  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules), heads,
-                                           uses_value_trunk(config))
-  want, where = {"params": abstract}, {"params": shardings}
-  if heads:
-    want["target_q"], where["target_q"] = q_heads(abstract), q_heads(shardings)
+  algorithm = make_algorithm(config)
+  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules),
+                                           algorithm.value_heads, algorithm.value_trunk)
+  extra, extra_shardings = algorithm.inference_state(abstract, shardings)
   ckpt = Checkpointer(workdir, config.train)
   try:
-    state = restore_fields(ckpt, step, want, where)
+    state = restore_fields(ckpt, step, {"params": abstract, **extra},
+                           {"params": shardings, **extra_shardings})
   finally:
     ckpt.close()
-  return build_model(model_cfg), state["params"], state.get("target_q"), vocabulary(task)
+  return (build_model(model_cfg), state.pop("params"),
+          algorithm.decode_kwargs(state).get("target_heads"), vocabulary(task))
 
 
 def export(workdir: str, output: str, step: int | None = None) -> list[str]:

@@ -12,6 +12,7 @@ ALLOWED = {
     "models": {"sharding", "errors"},
     "data": {"errors", "metrics"},
     "decoding": {"sharding", "errors", "models", "data"},
+    "algorithms": {"sharding", "errors", "models", "data", "decoding", "losses"},
 }
 
 
@@ -121,3 +122,17 @@ def test_no_import_circle():
   for node in sorted(graph):
     if node not in state:
       visit(node, [node])
+
+
+def test_only_the_algorithms_name_an_algorithm():
+  """``"ilql"`` is spelled in its registration only; outside the models (which own the
+  parameter layout) and decoding (ILQL's guidance), only the algorithms name ILQL's
+  parameter keys; training and planning know no algorithm."""
+  keys = re.compile(r"\b(HEADS|VALUE_TRUNK|Q_HEADS|trunk_params|q_heads)\b")
+  for path in modules("irl_lm"):
+    text = open(os.path.join(ROOT, path), encoding="utf-8").read()
+    if path != os.path.join("irl_lm", "algorithms", "ilql.py"):
+      assert '"ilql"' not in text, path
+    if not path.startswith(tuple(os.path.join("irl_lm", p) for p in
+                                 ("algorithms", "models", "decoding"))):
+      assert not keys.search(text), f"{path} names {keys.search(text).group(0)}"

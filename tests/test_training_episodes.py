@@ -12,7 +12,8 @@ from irl_lm import losses
 from irl_lm.losses import normalize_rewards
 from irl_lm.training import builders
 from irl_lm.training.checkpoints import Checkpointer
-from irl_lm.training.trainer import dataset_reward_stats, train_and_evaluate
+from irl_lm.algorithms.ilql import ILQL
+from irl_lm.training.trainer import train_and_evaluate
 from training_utils import assert_trees_equal, tiny_config, trained_params
 
 LENGTHS = {"inputs": 16, "targets": 16}
@@ -72,6 +73,11 @@ def test_steps_bootstrap_the_truncated_episodes_of_the_batch(loss):
     np.testing.assert_allclose(loss_of[0], want, rtol=1e-5)
 
 
+def dataset_reward_stats(config, task):
+  """ILQL's ``reward_norm="dataset"`` statistics of ``task`` (None for other settings)."""
+  return ILQL(config).startup(task).get("reward_stats")
+
+
 def test_dataset_mode_makes_finished_returns_z_scores(dense_task):
   config = tiny_config("ilql")
   config.data.task = "test_reward_norm_dense"
@@ -117,7 +123,7 @@ def ilql_config(**kw):
 def test_running_statistics_in_the_train_step_equal_numpy():
   config = ilql_config()
   run = builders.build_run(config)
-  assert [tuple(s.spec) for s in jax.tree.leaves(run.shardings.reward_stats)] == [()] * 3
+  assert [tuple(s.spec) for s in jax.tree.leaves(run.shardings.extra["reward_stats"])] == [()] * 3
   state = run.init_state()
   it = BatchIterator(run.task, "train", run.kind, {"inputs": 32, "targets": 17},
                      config.data.batch_size, seed=0)
@@ -126,16 +132,16 @@ def test_running_statistics_in_the_train_step_equal_numpy():
     batch = next(it)
     state, metrics = run.train_step(state, run.shard_batch(batch))
     seen += finished_returns(batch, batch["decoder_rewards"])
-    np.testing.assert_allclose(state.reward_stats["count"], len(seen))
-    np.testing.assert_allclose(state.reward_stats["mean"], np.mean(seen), rtol=1e-5)
+    np.testing.assert_allclose(state.extra["reward_stats"]["count"], len(seen))
+    np.testing.assert_allclose(state.extra["reward_stats"]["mean"], np.mean(seen), rtol=1e-5)
     np.testing.assert_allclose(metrics["reward_norm_mu"], np.mean(seen), rtol=1e-5)
     np.testing.assert_allclose(metrics["reward_norm_sigma"], np.std(seen, ddof=1), rtol=1e-5)
   assert len(seen) == 3 * config.data.batch_size
-  before = jax.device_get(state.reward_stats)
+  before = jax.device_get(state.extra["reward_stats"])
   bad = dict(batch, decoder_rewards=np.full_like(batch["decoder_rewards"], np.nan))
   state, metrics = run.train_step(state, run.shard_batch(bad))
   assert int(metrics["nonfinite"]) == 1
-  assert_trees_equal(state.reward_stats, before)  # a skipped step learns no statistics
+  assert_trees_equal(state.extra["reward_stats"], before)  # a skipped step learns no statistics
 
 
 def test_resume_continues_with_the_saved_statistics(tmp_path):

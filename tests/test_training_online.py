@@ -7,7 +7,8 @@ import pytest
 from irl_lm import data
 from irl_lm.decoding import generate
 from irl_lm.planning import plan_train
-from irl_lm.training import builders, online
+from irl_lm.algorithms import policy_samples as online
+from irl_lm.training import builders
 from irl_lm.training.checkpoints import Checkpointer
 from irl_lm.training.config import validate
 from irl_lm.training.trainer import train_and_evaluate
@@ -62,7 +63,7 @@ def test_disabled_online_leaves_the_offline_step_as_it_was():
   o = other.loss.iqlearn.online
   o.mix, o.every, o.buffer_size, o.temperature = 0.25, 3, 64, 2.0
   run = builders.build_run(other)
-  assert run.state_abstract.replay is None
+  assert run.state_abstract.extra == {}
   lower = lambda r: r.train_step.lower(r.abstract_state(), r.abstract_batch()).as_text()
   text = lower(run)
   assert text == lower(plain)
@@ -136,7 +137,7 @@ def test_refresh_writes_the_decoded_samples_in_the_batch_layout(size):
   key = online.online_keys(jax.random.fold_in(state.rng, 0))[0]
   batch = next(it)
   state, metrics = run.train_step(state, run.shard_batch(batch))
-  assert int(state.replay["count"]) == 1
+  assert int(state.extra["replay"]["count"]) == 1
   prompts = {k: batch[k] for k in ("encoder_input_tokens", "decoder_input_tokens") if k in batch}
   if run.kind == "decoder":
     prompts["prompt_lengths"] = np.argmax(batch["decoder_loss_weights"] > 0, axis=1) + 1
@@ -145,7 +146,7 @@ def test_refresh_writes_the_decoded_samples_in_the_batch_layout(size):
   tokens, lengths = np.asarray(out.tokens[:, 0]), np.asarray(out.lengths[:, 0])
   assert lengths.min() >= 1 and len(set(map(tuple, tokens))) > 1
   want = expected_rows(run, batch, tokens, lengths)
-  rows = jax.device_get(state.replay["rows"])
+  rows = jax.device_get(state.extra["replay"]["rows"])
   assert set(rows) == set(want)
   for k in want:
     np.testing.assert_array_equal(rows[k][0], want[k], err_msg=k)
@@ -153,9 +154,9 @@ def test_refresh_writes_the_decoded_samples_in_the_batch_layout(size):
   assert want["decoder_truncated"].any()  # most random samples run out of room
   assert float(metrics["policy_tokens"]) == float(want["decoder_loss_weights"].sum())
   state, _ = run.train_step(state, run.shard_batch(next(it)))  # step 1: no refresh (every=2)
-  assert int(state.replay["count"]) == 1
+  assert int(state.extra["replay"]["count"]) == 1
   state, _ = run.train_step(state, run.shard_batch(next(it)))
-  assert int(state.replay["count"]) == 2
+  assert int(state.extra["replay"]["count"]) == 2
 
 
 def test_t5_online_run_same_on_one_and_eight_devices_and_resumes_bit_exactly(tmp_path,

@@ -34,7 +34,7 @@ def test_nonfinite_update_is_skipped():
   assert int(state.step) == 1 and int(state.skipped) == 1
   assert_trees_equal(state.params, before.params)
   assert_trees_equal(state.opt_state, before.opt_state)
-  assert_trees_equal(state.target_q, before.target_q)
+  assert_trees_equal(state.extra["target_q"], before.extra["target_q"])
   state, metrics = step(state, batch)
   assert int(state.nonfinite) == 0 and int(state.skipped) == 1
   assert not np.allclose(np.asarray(state.params["heads"]["v"]["out"]["kernel"]),
@@ -45,23 +45,23 @@ def test_polyak_moves_target_heads_by_rate():
   c = tiny_config("ilql")
   c.loss.ilql.polyak_rate = 0.25
   state, step, it = setup(c)
-  old_target = jax.device_get(state.target_q)
+  old_target = jax.device_get(state.extra["target_q"])
   new, _ = step(state, next(it))
   online = jax.device_get(new.params["heads"])
   want = jax.tree.map(lambda t, o: 0.25 * o + 0.75 * t, old_target,
                       {k: online[k] for k in ("q1", "q2")})
-  assert_trees_close(new.target_q, want, atol=1e-7)
+  assert_trees_close(new.extra["target_q"], want, atol=1e-7)
 
 
 def test_polyak_every_k_steps():
   c = tiny_config("ilql")
   c.loss.ilql.polyak_every = 2
   state, step, it = setup(c)
-  t0 = jax.device_get(state.target_q)
+  t0 = jax.device_get(state.extra["target_q"])
   s1, _ = step(state, next(it))
-  assert_trees_equal(s1.target_q, t0)  # one update applied: 1 % 2 != 0
+  assert_trees_equal(s1.extra["target_q"], t0)  # one update applied: 1 % 2 != 0
   s2, _ = step(s1, next(it))
-  assert not np.allclose(np.asarray(s2.target_q["q1"]["out"]["kernel"]),
+  assert not np.allclose(np.asarray(s2.extra["target_q"]["q1"]["out"]["kernel"]),
                          t0["q1"]["out"]["kernel"])
 
 
@@ -190,15 +190,14 @@ TERMS = ("awac_loss", "q_loss", "v_loss", "cql_loss")
 
 def term_grads(config):
   """{term: gradient of that ILQL loss term w.r.t. the params} on the run's real loss fn."""
-  from irl_lm.training.step import make_loss_fn
   run = builders.build_run(config)
   state = run.init_state()
   it = data.BatchIterator(run.task, "train", run.kind, {"inputs": 32, "targets": 16},
                           config.data.batch_size, seed=0)
   batch = run.shard_batch(next(it))
-  loss_fn = make_loss_fn(run.model, config)
+  loss_fn = run.algorithm.make_loss(run.model)
   terms = lambda p: jax.numpy.stack(
-      [loss_fn(p, state.target_q, batch, state.rng, 0)[1][k] for k in TERMS])
+      [loss_fn(p, state.extra, batch, state.rng, 0)[1][k] for k in TERMS])
   grads = jax.device_get(jax.jit(jax.jacrev(terms))(state.params))
   return {k: jax.tree.map(lambda g, i=i: g[i], grads) for i, k in enumerate(TERMS)}
 

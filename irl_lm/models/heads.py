@@ -94,3 +94,12 @@ def trunk_params(params: Any) -> Any:
   """The policy trunk: ``params`` without the value heads and value trunk (what the
   network's ``apply`` takes)."""
   return {k: v for k, v in params.items() if k not in (HEADS, VALUE_TRUNK)}
+
+
+def trunks(params: Any) -> dict[str, Any]:
+  """The networks a params tree holds: ``{'policy': ...}``, and ``'value'`` for a
+  separate value trunk (what a decode step runs, each with its own cache)."""
+  out = {"policy": trunk_params(params)}
+  if VALUE_TRUNK in params:
+    out["value"] = params[VALUE_TRUNK]
+  return out

@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
-from irl_lm.models import VALUE_TRUNK, param_shardings, trunk_params
+from irl_lm.models import param_shardings, trunks
 from irl_lm.planning.devices import GIB, parse_memory
 from irl_lm.training import flops
 from irl_lm.training.builders import Run, build_run
@@ -139,8 +139,9 @@ def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
   (args, outs, temp, alias), xla_flops, note = _compile(lowered, everything + batch_bytes,
                                                         everything)
   d = config.data
+  algo = run.algorithm
   model_flops = flops.train_flops_per_step(run.model_cfg, d.batch_size, d.inputs_length,
-                                           d.targets_length, run.value_heads, run.value_trunk)
+                                           d.targets_length, algo.value_heads, algo.value_trunk)
   return Plan(f"train step ({dict(run.mesh.shape)})", device_memory, params, opt,
               everything - params - opt, args, outs, temp, alias, model_flops, xla_flops, note)
 
@@ -155,8 +156,8 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   run = build_run(config, devices=devices, with_task=False)
   cfg, model, mesh, rules = run.model_cfg, run.model, run.mesh, run.rules
   # ILQL decodes with its value heads in memory (the step below updates the trunks' caches).
-  _, abstract_params, p_shard = param_shardings(cfg, mesh, rules, run.value_heads,
-                                                run.value_trunk)
+  _, abstract_params, p_shard = param_shardings(cfg, mesh, rules, run.algorithm.value_heads,
+                                                run.algorithm.value_trunk)
   b = config.eval.batch_size
   d = config.data
   encdec = cfg.kind == "encdec"
@@ -176,7 +177,6 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
     apply = lambda p, c, t: model.apply({"params": p, "cache": c},
                                         {"decoder_input_tokens": t, "decoder_positions": t},
                                         decode=True, mutable=["cache"])[1]["cache"]
-  trunks = lambda p: _trunks(p, run.value_trunk)
   cache = {k: cache for k in trunks(abstract_params)}
   c_shard = jax.tree_util.tree_map_with_path(lambda path, x: _cache_sharding(path, x, mesh, rules),
                                              cache)
@@ -190,18 +190,10 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   (args, outs, temp, alias), xla_flops, note = _compile(lowered, params + cache_bytes,
                                                         cache_bytes)
   # one new token (with ILQL's heads), attention over the cache omitted
-  fwd = flops.forward_flops_per_example(cfg, 0, 1, run.value_heads,
-                                        value_trunk=run.value_trunk)
+  fwd = flops.forward_flops_per_example(cfg, 0, 1, run.algorithm.value_heads,
+                                        value_trunk=run.algorithm.value_trunk)
   return Plan(f"decode step (batch {b}, cache length {max_len})", device_memory, params, 0,
               cache_bytes, args, outs, temp, alias, b * fwd, xla_flops, note)
-
-
-def _trunks(params: Any, value_trunk: bool) -> dict[str, Any]:
-  """The trunks a decode step runs: the policy's, and ILQL's separate value trunk."""
-  out = {"policy": trunk_params(params)}
-  if value_trunk:
-    out["value"] = params[VALUE_TRUNK]
-  return out
 
 
 def _cache_sharding(path: Any, x: Any, mesh: Mesh, rules: shd.Rules) -> Any:

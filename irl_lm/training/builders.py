@@ -17,18 +17,17 @@ import optax
 import seqio
 from jax.sharding import Mesh, NamedSharding
 
-from irl_lm import data, losses
+from irl_lm import data
 from irl_lm import sharding as shd
+from irl_lm.algorithms import Algorithm, make_algorithm
 from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import ModelConfig, build_model, from_pretrained, param_init_fn, preset
 from irl_lm.models.hf_io import load_hf_config
-from irl_lm.training import online
 from irl_lm.training.config import JSONL_TASK, validate
 from irl_lm.training.optim import make_optimizer
 from irl_lm.training.state import TrainState, new_state, state_shardings
-from irl_lm.training.step import (make_eval_step, make_train_step, reward_norm,
-                                  uses_value_heads, uses_value_trunk)
+from irl_lm.training.step import make_eval_step, make_train_step
 
 
 def _jsonl_task(config: ml_collections.ConfigDict) -> seqio.Task:
@@ -175,12 +174,11 @@ class Run:
   model: nn.Module
   tx: optax.GradientTransformation
   schedule: optax.Schedule
-  value_heads: bool
+  algorithm: Algorithm
   state_abstract: TrainState
   shardings: TrainState
   train_step: shd.MeshFunction
   eval_step: shd.MeshFunction
-  value_trunk: bool = False  # ILQL's separate value trunk under params['value_trunk']
 
   @property
   def kind(self) -> str:
@@ -202,28 +200,25 @@ class Run:
     return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding(len(shape)))
             for k, (shape, dtype) in batch_shapes(self.config, self.model_cfg).items()}
 
-  def init_state(self, params: Any | None = None,
-                 reward_stats: losses.ReturnStats | None = None) -> TrainState:
+  def init_state(self, params: Any | None = None, **startup: Any) -> TrainState:
     """The sharded state at step 0, created under jit (never whole on one device).
 
     ``params`` (e.g. from ``init_from``) are the starting parameters; None
-    initialises them randomly from ``config.seed``. ``reward_stats`` start ILQL's
-    ``reward_norm`` statistics (None: empty, which normalise nothing).
+    initialises them randomly from ``config.seed``. ``startup`` are the values the
+    algorithm's state starts from (``Algorithm.startup``; e.g. ILQL's
+    ``reward_stats``).
     """
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
-    heads = self.value_heads
-    replay = lambda: online.empty_replay(self.state_abstract.replay)
-    stats = None
-    if self.state_abstract.reward_stats is not None:
-      stats = losses.empty_return_stats() if reward_stats is None else reward_stats
+    algo, extra = self.algorithm, self.state_abstract.extra
+
+    def make(p: Any) -> TrainState:
+      return new_state(p, self.tx, state_rng, algo.init_extra(p, extra, **startup))
+
     if params is None:
-      init = param_init_fn(self.model_cfg, heads, self.value_trunk)
-      make = lambda r: new_state(init(r), self.tx, state_rng, heads, replay(), stats)
-      arg = init_rng
-    else:
-      make = lambda p: new_state(p, self.tx, state_rng, heads, replay(), stats)
-      arg = params
-    return shd.jit(make, self.mesh, self.rules, out_shardings=self.shardings)(arg)
+      init = param_init_fn(self.model_cfg, algo.value_heads, algo.value_trunk)
+      return shd.jit(lambda r: make(init(r)), self.mesh, self.rules,
+                     out_shardings=self.shardings)(init_rng)
+    return shd.jit(make, self.mesh, self.rules, out_shardings=self.shardings)(params)
 
   def initial_params(self) -> Any | None:
     """``model.init_from``'s weights placed on the mesh (None: random init).
@@ -236,7 +231,8 @@ class Run:
     if not m.init_from:
       return None
     _, params = from_pretrained(
-        m.init_from, value_heads=self.value_heads, value_trunk=self.value_trunk,
+        m.init_from, value_heads=self.algorithm.value_heads,
+        value_trunk=self.algorithm.value_trunk,
         mesh=self.mesh, rules=self.rules,
         rng=jax.random.PRNGKey(self.config.seed), **_execution(self.config))
     logging.info("Starting from %s", m.init_from)
@@ -263,22 +259,14 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
   cfg = model_cfg or model_config(config, task)
   model = build_model(cfg)
   tx, schedule = optimizer(config)
-  heads = uses_value_heads(config)
-  value_trunk = uses_value_trunk(config)
-  abstract, shardings = state_shardings(cfg, tx, mesh, rules, heads, value_trunk)
-  if config.loss.iqlearn.online.enable:  # online IQLearn's replay buffer joins the state
-    replay = online.replay_abstract(batch_shapes(config, cfg),
-                                    config.loss.iqlearn.online.buffer_size)
-    abstract = abstract.replace(replay=replay)
-    shardings = shardings.replace(replay=online.replay_shardings(replay, mesh, rules))
-  if reward_norm(config) != "none":  # ILQL's return statistics join the state, replicated
-    stats = jax.eval_shape(losses.empty_return_stats)
-    abstract = abstract.replace(reward_stats=stats)
-    shardings = shardings.replace(reward_stats=jax.tree.map(lambda _: shd.replicated(mesh), stats))
+  algorithm = make_algorithm(config)
+  abstract, shardings = state_shardings(cfg, tx, mesh, rules, algorithm,
+                                        batch_shapes(config, cfg))
   batch = shd.batch_sharding(mesh, rules)
-  train_step = shd.jit(make_train_step(model, config, tx, schedule), mesh, rules,
-                       in_shardings=(shardings, batch),
+  step = make_train_step(model, algorithm, config.optimizer, tx, schedule)
+  train_step = shd.jit(step, mesh, rules, in_shardings=(shardings, batch),
                        out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
-  eval_step = shd.jit(make_eval_step(model, config), mesh, rules, in_shardings=(shardings, batch))
-  return Run(config, mesh, rules, task, cfg, model, tx, schedule, heads, abstract, shardings,
-             train_step, eval_step, value_trunk=value_trunk)
+  eval_step = shd.jit(make_eval_step(model, algorithm), mesh, rules,
+                      in_shardings=(shardings, batch))
+  return Run(config, mesh, rules, task, cfg, model, tx, schedule, algorithm, abstract, shardings,
+             train_step, eval_step)

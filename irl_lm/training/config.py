@@ -11,11 +11,12 @@ from typing import Any
 import ml_collections
 
 from irl_lm import sharding as shd
+from irl_lm.algorithms import ALGORITHMS, algorithm_class
 from irl_lm.decoding.config import default_config as decoding_config
 from irl_lm.errors import ConfigError, unknown_key_error
 from irl_lm.models.config import DTYPES, PRESETS, REMAT_POLICIES
 
-LOSSES = ("mle", "iqlearn", "ilql")
+LOSSES = tuple(ALGORITHMS)  # config.loss.name: the registered algorithms
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("constant", "cosine", "linear")
 ACCUM_MODES = ("microbatch", "multisteps")
@@ -109,22 +110,18 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-ILQL_BETA = 4.0  # ILQL-guided decoding strength a ``:ilql`` config evaluates with
-
-
 def with_loss(c: ml_collections.ConfigDict, loss: str, config_file: str
               ) -> ml_collections.ConfigDict:
   """``c`` trained with ``loss``: the one way a config file takes ``--config=FILE:LOSS``.
 
-  ILQL also decodes with ILQL guidance (``decoding.ilql_beta``) unless ``c``
-  set its own strength; the algorithm brings its value heads.
+  The algorithm may adjust the config to its needs (ILQL decodes with guidance,
+  ``decoding.ilql_beta``, unless ``c`` set its own strength).
   """
   if loss not in LOSSES:
     raise ConfigError("no such loss", f"--config={config_file}:{loss}",
                       expected=f"one of {LOSSES}", found=repr(loss))
   c.loss.name = loss
-  if loss == "ilql" and not c.decoding.ilql_beta:
-    c.decoding.ilql_beta = ILQL_BETA
+  algorithm_class(loss).configure(c)
   return c
 
 
@@ -249,15 +246,17 @@ def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
                       "directory with spiece.model / tokenizer.json)", "config.data.vocabulary_path")
   if data and flat["data.task"] == JSONL_TASK:
     _check_jsonl(flat)
-  if flat["loss.iqlearn.online.enable"]:
-    _check_online(flat)
+  if flat["loss.iqlearn.online.enable"] and flat["loss.name"] != "iqlearn":
+    raise ConfigError("online IQLearn needs the IQLearn loss", "config.loss.iqlearn.online.enable",
+                      expected="config.loss.name='iqlearn'", found=repr(flat["loss.name"]))
+  algorithm_class(flat["loss.name"]).check_config(flat)
 
 
 JSONL_TASK = "jsonl"
 
 
 def _check_jsonl(flat: dict[str, Any]) -> None:
-  """``data.task="jsonl"``: a file per split it reads, a tokenizer, and rewards for ILQL."""
+  """``data.task="jsonl"``: a file per split it reads, and a tokenizer."""
   if not (flat["data.vocabulary_path"] or flat["model.init_from"]):
     raise ConfigError("config.data.task='jsonl' needs a tokenizer: config.data.vocabulary_path "
                       "(a tokenizer.json) or config.model.init_from (a Hugging Face directory)",
@@ -269,29 +268,3 @@ def _check_jsonl(flat: dict[str, Any]) -> None:
     if not flat[f"data.jsonl.{split}"]:
       raise ConfigError(f"config.data.task='jsonl' reads split {split!r} but its file is not "
                         "set", f"config.data.jsonl.{split}")
-  if flat["loss.name"] == "ilql" and not flat["data.jsonl.fields.reward"]:
-    raise ConfigError("ILQL learns from rewards, but the rows have none",
-                      "config.data.jsonl.fields.reward", expected="the name of the reward field",
-                      found="''")
-
-
-def _check_online(flat: dict[str, Any]) -> None:
-  """What online IQLearn needs of the rest of the config (the buffer over the mesh follows
-  from ``data.batch_size``, which ``builders.make_mesh`` checks against the batch shards)."""
-  key = "config.loss.iqlearn.online.enable"
-  if flat["loss.name"] != "iqlearn":
-    raise ConfigError("online IQLearn needs the IQLearn loss", key,
-                      expected="config.loss.name='iqlearn'", found=repr(flat["loss.name"]))
-  if flat["data.pack"]:
-    raise ConfigError("online IQLearn lays out one example per row", key,
-                      expected="config.data.pack=False", found="True")
-  if flat["optimizer.grad_accum_mode"] == "microbatch" and flat["optimizer.grad_accum_steps"] > 1:
-    raise ConfigError("online IQLearn does not split its policy batch into micro-batches", key,
-                      expected="config.optimizer.grad_accum_steps=1 or grad_accum_mode="
-                      "'multisteps'", found=f"grad_accum_steps={flat['optimizer.grad_accum_steps']}"
-                      " with grad_accum_mode='microbatch'")
-  size, batch = flat["loss.iqlearn.online.buffer_size"], flat["data.batch_size"]
-  if size % batch:
-    raise ConfigError("replay buffer not a whole number of batches",
-                      "config.loss.iqlearn.online.buffer_size",
-                      expected=f"a multiple of config.data.batch_size={batch}", found=size)

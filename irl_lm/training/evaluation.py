@@ -54,7 +54,8 @@ class Evaluator:
       rows = [task_prompt(vocab, ex["inputs"][:cfg.data.inputs_length], self.kind)
               for ex in chunk]
       out = generate(self.run.model, state.params, prompt_batch(rows, self.kind, width, bs),
-                     target_heads=state.target_q, mesh=self.run.mesh, rules=self.run.rules, **kw)
+                     mesh=self.run.mesh, rules=self.run.rules,
+                     **self.run.algorithm.decode_kwargs(state.extra), **kw)
       tokens = np.asarray(jax.device_get(out.tokens))
       preds += [decode_row(vocab, tokens[j, 0], eos) for j in range(len(chunk))]
     metrics = data.compute_metrics(self.task, self._examples, preds)

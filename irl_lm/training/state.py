@@ -10,61 +10,74 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from irl_lm import sharding as shd
-from irl_lm.models import ModelConfig, param_shardings, q_heads
+from irl_lm.algorithms import Algorithm
+from irl_lm.algorithms.base import BatchShapes
+from irl_lm.models import ModelConfig, param_shardings
+
+# Checkpoints written before the algorithms had their own state held these fields at the
+# top of the state tree (None when unused); saving keeps that layout so old and new
+# workdirs restore alike.
+SAVED_EXTRA = ("target_q", "replay", "reward_stats")
 
 
 @struct.dataclass
 class TrainState:
   """Everything a step reads and writes.
 
-  ``params`` holds the network's parameters and, for ILQL, its value heads
-  under ``params['heads']`` (and with ``loss.ilql.separate_value_trunk`` the
-  value trunk under ``params['value_trunk']``); ``target_q`` holds the ILQL target Q heads
-  (``{'q1', 'q2'}``, Polyak averages of the online ones; None otherwise);
-  ``nonfinite`` counts consecutive steps whose loss or gradients were not
-  finite (their updates were skipped) and ``skipped`` counts them all;
-  ``replay`` is online IQLearn's buffer of policy samples (``training.online``;
-  None otherwise); ``reward_stats`` holds ILQL's episode-return statistics for
-  ``loss.ilql.reward_norm`` (``losses.empty_return_stats``; None with ``"none"``).
+  ``params`` holds the network's parameters and any the algorithm adds (ILQL's
+  value heads and value trunk); ``extra`` holds the algorithm's own state by
+  name (``Algorithm.extra_state``: ILQL's ``target_q`` and ``reward_stats``,
+  online IQLearn's ``replay``); ``nonfinite`` counts consecutive steps whose
+  loss or gradients were not finite (their updates were skipped) and
+  ``skipped`` counts them all.
   """
 
   step: jax.Array
   params: Any
   opt_state: Any
-  target_q: Any
   rng: jax.Array
   nonfinite: jax.Array
   skipped: jax.Array
-  replay: Any
-  reward_stats: Any = None
+  extra: dict[str, Any] = struct.field(default_factory=dict)
+
+  def saved(self) -> dict[str, Any]:
+    """The tree a checkpoint holds: the fields, with ``extra``'s entries beside them."""
+    out = {k: getattr(self, k) for k in ("step", "params", "opt_state", "rng", "nonfinite",
+                                         "skipped")}
+    return {**out, **{k: None for k in SAVED_EXTRA}, **self.extra}
+
+  @classmethod
+  def from_saved(cls, tree: dict[str, Any]) -> TrainState:
+    """The state of a checkpoint's tree (``saved``'s inverse)."""
+    tree = dict(tree)
+    fields = {k: tree.pop(k) for k in ("step", "params", "opt_state", "rng", "nonfinite",
+                                        "skipped")}
+    return cls(**fields, extra={k: v for k, v in tree.items() if v is not None})
 
 
 def new_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array,
-              with_target_q: bool, replay: Any = None, reward_stats: Any = None) -> TrainState:
-  """The state at step 0 for the given parameters (``replay``: an empty buffer or None;
-  ``reward_stats``: the starting return statistics or None)."""
+              extra: dict[str, Any] | None = None) -> TrainState:
+  """The state at step 0 for the given parameters and algorithm state."""
   zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=tx.init(params),
-                    target_q=jax.tree.map(jnp.array, q_heads(params)) if with_target_q else None,
-                    rng=rng, nonfinite=zero, skipped=zero, replay=replay,
-                    reward_stats=reward_stats)
+  return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
+                    nonfinite=zero, skipped=zero, extra=extra or {})
 
 
 def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh,
-                    rules: shd.Rules, with_target_q: bool, value_trunk: bool = False
+                    rules: shd.Rules, algorithm: Algorithm, batch_shapes: BatchShapes
                     ) -> tuple[TrainState, TrainState]:
   """(abstract state, NamedSharding tree) of the train state.
 
-  Parameters follow their logical axis names; optimizer moments that mirror a
-  parameter take its sharding, other optimizer leaves (counts, factored
-  second moments) are replicated. ``with_target_q`` (ILQL) adds the value
-  heads to the parameters and the target Q heads to the state; ``value_trunk``
-  adds ILQL's separate value trunk to the parameters.
+  Parameters follow their logical axis names (with the heads and trunk the
+  algorithm adds); optimizer moments that mirror a parameter take its sharding,
+  other optimizer leaves (counts, factored second moments) are replicated; the
+  algorithm places its own state.
   """
-  specs, abstract_params, p_shard = param_shardings(cfg, mesh, rules, with_target_q,
-                                                    value_trunk)
-  abstract = jax.eval_shape(
-      lambda p: new_state(p, tx, jax.random.PRNGKey(0), with_target_q), abstract_params)
+  specs, abstract_params, p_shard = param_shardings(cfg, mesh, rules, algorithm.value_heads,
+                                                    algorithm.value_trunk)
+  extra, extra_shard = algorithm.extra_state(batch_shapes, abstract_params, p_shard, mesh, rules)
+  abstract = jax.eval_shape(lambda p: new_state(p, tx, jax.random.PRNGKey(0)), abstract_params)
+  abstract = abstract.replace(extra=extra)
 
   def mirror(leaf: Any, spec: Any, param: Any) -> Any:
     return spec if getattr(leaf, "shape", None) == param.shape else None
@@ -75,7 +88,6 @@ def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Me
       is_leaf=lambda x: isinstance(x, P) or x is None)
   opt_shard = shd.logical_shardings(opt_specs, abstract.opt_state, mesh, rules)
   rep = NamedSharding(mesh, P())
-  target = q_heads(p_shard) if with_target_q else None  # as the online heads
-  shardings = TrainState(step=rep, params=p_shard, opt_state=opt_shard, target_q=target,
-                         rng=rep, nonfinite=rep, skipped=rep, replay=None)
+  shardings = TrainState(step=rep, params=p_shard, opt_state=opt_shard, rng=rep, nonfinite=rep,
+                         skipped=rep, extra=extra_shard)
   return abstract, shardings

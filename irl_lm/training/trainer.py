@@ -12,16 +12,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from irl_lm import data, losses
+from irl_lm import data
 from irl_lm import sharding as shd
-from irl_lm.data.checks import check_split, has_rewards
+from irl_lm.algorithms import Algorithm
+from irl_lm.data.checks import check_split
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.training import builders, evaluation, flops
 from irl_lm.training.checkpoints import Checkpointer, describe_run, write_config
 from irl_lm.training.host_batches import HostBatches, saved_num_shards
 from irl_lm.training.metrics_log import MetricsLog
 from irl_lm.training.preemption import Preempted, PreemptionWatch
-from irl_lm.training.step import reward_norm
+from irl_lm.training.state import TrainState
 
 
 class NonFiniteError(UserError, RuntimeError):
@@ -40,35 +41,14 @@ def describe(state: Any, mesh: jax.sharding.Mesh, top: int = 5) -> str:
   return "\n".join(lines)
 
 
-def check_data(config: ml_collections.ConfigDict, task: Any) -> None:
-  """Opens and checks the train and eval splits, and rewards for ILQL, before compiling."""
+def check_data(config: ml_collections.ConfigDict, task: Any, algorithm: Algorithm) -> None:
+  """Opens and checks the train and eval splits, and what the algorithm reads, before
+  compiling."""
   d = config.data
   lengths = {"inputs": d.inputs_length, "targets": d.targets_length}
   check_split(task, d.train_split, lengths, "config.data.train_split")
-  if config.loss.name == "ilql" and not has_rewards(task, d.train_split):
-    raise ConfigError("config.loss.name='ilql' needs reward-labelled data", "config.data.task",
-                      expected="a task with a 'reward' or 'turn_rewards' column",
-                      found=f"{task.name!r} without rewards")
+  algorithm.check_data(task, d.train_split, "config.data.task")
   check_split(task, d.eval_split, lengths, "config.data.eval_split")
-
-
-REWARD_NORM_MAX_EXAMPLES = 100_000  # reward_norm="dataset" reads at most this many examples
-
-
-def dataset_reward_stats(config: ml_collections.ConfigDict, task: Any
-                         ) -> losses.ReturnStats | None:
-  """``loss.ilql.reward_norm="dataset"``'s return statistics: one pass over the first
-  ``REWARD_NORM_MAX_EXAMPLES`` examples of the train split (None for other settings)."""
-  if reward_norm(config) != "dataset":
-    return None
-  d = config.data
-  returns = data.split_returns(task, d.train_split,
-                               {"inputs": d.inputs_length, "targets": d.targets_length},
-                               REWARD_NORM_MAX_EXAMPLES)
-  stats = losses.return_stats(jnp.asarray(returns), jnp.ones(returns.shape, bool))
-  logging.info("Reward normalisation over %d finished episodes: mu %.4g, sigma %.4g",
-               len(returns), float(stats["mean"]), float(losses.return_std(stats)))
-  return stats
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -78,23 +58,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   (SIGTERM) arrives.
   """
   run = builders.build_run(config)
-  check_data(config, run.task)
+  check_data(config, run.task, run.algorithm)
   shard = data.shard_info_from_mesh(run.mesh, shd.batch_axes(run.mesh, run.rules))
   lengths = {"inputs": config.data.inputs_length, "targets": config.data.targets_length}
   ckpt = Checkpointer(workdir, config.train)
   this_run = describe_run(dataclasses.asdict(run.model_cfg), config.loss.name,
                           config.optimizer.name)
   try:
-    restored = ckpt.restore_latest(run.state_abstract, run.shardings, run=this_run)
+    restored = ckpt.restore_latest(run.state_abstract.saved(), run.shardings.saved(),
+                                   run=this_run)
   except BaseException:
     ckpt.close()
     raise
   data_state = None
   if restored is not None:
-    latest, state, data_state = restored
+    latest, saved, data_state = restored
+    state = TrainState.from_saved(saved)
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
-    state = run.init_state(run.initial_params(), dataset_reward_stats(config, run.task))
+    state = run.init_state(run.initial_params(), **run.algorithm.startup(run.task))
   train_iter = HostBatches(run.task, config.data.train_split, run.kind, lengths,
                            config.data.batch_size, seed=config.seed, pack=config.data.pack,
                            index=shard.index, count=shard.num_shards,
@@ -105,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("%s", describe(state, run.mesh))
 
   evaluator = evaluation.Evaluator(run, (shard.index, shard.num_shards))
-  perf = _Throughput(config, run.model_cfg, run.value_heads, run.value_trunk)
+  perf = _Throughput(config, run.model_cfg, run.algorithm)
   log = MetricsLog(workdir, config.train.steps, int(state.step))
   preemption = PreemptionWatch()
   try:
@@ -123,11 +105,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 class _Throughput:
   """Step time, tokens/s and MFU from wall-clock time between log points."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, value_heads: bool,
-               value_trunk: bool):
+  def __init__(self, config: ml_collections.ConfigDict, model_cfg: Any, algorithm: Algorithm):
     d = config.data
     self.flops = flops.train_flops_per_step(model_cfg, d.batch_size, d.inputs_length,
-                                            d.targets_length, value_heads, value_trunk)
+                                            d.targets_length, algorithm.value_heads,
+                                            algorithm.value_trunk)
     decoder_only = model_cfg.kind == "decoder"
     self.tokens = d.batch_size * (d.targets_length + (d.inputs_length if decoder_only else 0))
     self.peak = (config.train.peak_flops_per_device or flops.measure_peak_flops()) \
@@ -230,11 +212,11 @@ def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
       last.update(eval_metrics)
       perf.start(step)  # evaluation time is not training time
     if saved:
-      ckpt.save(step, state, train_iter.state(), metrics=eval_metrics)
+      ckpt.save(step, state.saved(), train_iter.state(), metrics=eval_metrics)
     if preemption.reached(step):  # after eval, so a notice that came during it is seen now
       finite.read()
       if not saved:
-        ckpt.save(step, state, train_iter.state())
+        ckpt.save(step, state.saved(), train_iter.state())
       ckpt.wait()
       logging.warning("pre-empted: checkpoint of step %d committed in %s", step, ckpt.directory)
       raise Preempted(step, ckpt.directory)

@@ -1,6 +1,7 @@
-"""Online IQLearn's policy samples: decoded inside the train step into a FIFO replay buffer.
+"""Policy samples decoded inside the train step into a FIFO replay buffer (online
+IQLearn's value term, GAIL's discriminator and policy gradient).
 
-Every ``loss.iqlearn.online.every`` steps (step 0 included) the step samples one
+Every ``every`` steps (step 0 included) the step samples one
 continuation per prompt of its expert batch with the KV-cache decoder, lays the
 samples out as training rows and writes them into the buffer; every step then
 draws a policy batch from the buffer's filled part. The buffer is part of the
@@ -16,7 +17,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from irl_lm import sharding as shd
@@ -24,7 +24,7 @@ from irl_lm.data.features import POLICY_FEATURES
 from irl_lm.decoding.sampling import Settings
 from irl_lm.decoding.search import sample_or_greedy
 from irl_lm.decoding.session import session_for
-from irl_lm.models import trunk_params
+from irl_lm.errors import ConfigError
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -144,17 +144,17 @@ def draw(replay: Replay, key: Array) -> dict[str, Array]:
   return {k: take(v) for k, v in replay["rows"].items()}
 
 
-def make_sampler(model: nn.Module, config: ml_collections.ConfigDict
+def make_sampler(model: nn.Module, length: int, temperature: float
                  ) -> Callable[[Any, Batch, Array], dict[str, Array]]:
   """``(params, expert batch, key) -> policy rows``: one sample per prompt, laid out as rows.
 
   Prompts: T5's encoder inputs; decoder-only, each row's decoder inputs up to and
-  including its first action's position. Decodes ``data.targets_length`` tokens at
-  ``online.temperature`` with the trunk's parameters.
+  including its first action's position. Decodes ``length`` tokens at
+  ``temperature`` with ``params``, the network's own parameters.
   """
-  cfg, n = model.cfg, config.data.targets_length
+  cfg, n = model.cfg, length
   settings = Settings(method="sample", max_new_tokens=n, eos_id=cfg.eos_id,
-                      temperature=config.loss.iqlearn.online.temperature)
+                      temperature=temperature)
   session = session_for(model, n, 1)
 
   def sample(params: Any, batch: Batch, key: Array) -> dict[str, Array]:
@@ -163,7 +163,7 @@ def make_sampler(model: nn.Module, config: ml_collections.ConfigDict
     else:
       prompts = {"decoder_input_tokens": batch["decoder_input_tokens"],
                  "prompt_lengths": first_action(batch["decoder_loss_weights"]) + 1}
-    tokens, _, lengths = sample_or_greedy(session, settings, trunk_params(params), prompts,
+    tokens, _, lengths = sample_or_greedy(session, settings, params, prompts,
                                           None, jnp.float32(0.0), key)
     if cfg.kind == "encdec":
       return encdec_rows(batch, tokens, lengths, cfg.decoder_start_id, cfg.eos_id)
@@ -172,15 +172,15 @@ def make_sampler(model: nn.Module, config: ml_collections.ConfigDict
   return sample
 
 
-def make_policy_batch(model: nn.Module, config: ml_collections.ConfigDict
+def make_policy_batch(model: nn.Module, length: int, temperature: float, every: int
                       ) -> Callable[[Replay, Any, Batch, Array, Array], tuple[Replay, dict]]:
   """``(replay, params, batch, step, rng) -> (replay, policy batch)`` for the train step.
 
-  Refreshes the buffer under ``lax.cond`` when ``step % online.every == 0``, then
-  draws. ``rng`` is the step's rng; the keys come from ``online_keys``.
+  Refreshes the buffer under ``lax.cond`` when ``step % every == 0``, then draws
+  (``make_sampler`` decodes). ``rng`` is the step's rng; the keys come from
+  ``online_keys``.
   """
-  sample = make_sampler(model, config)
-  every = config.loss.iqlearn.online.every
+  sample = make_sampler(model, length, temperature)
 
   def policy_batch(replay: Replay, params: Any, batch: Batch, step: Array, rng: Array
                    ) -> tuple[Replay, dict[str, Array]]:
@@ -190,3 +190,23 @@ def make_policy_batch(model: nn.Module, config: ml_collections.ConfigDict
     return replay, draw(replay, pick)
 
   return policy_batch
+
+
+def check_sampling_config(flat: dict[str, Any], key: str, buffer_key: str, what: str) -> None:
+  """What drawing policy samples in the step needs of the config (``flat``: dotted keys).
+
+  The buffer over the mesh follows from ``data.batch_size``, which the run builder
+  checks against the batch shards.
+  """
+  if flat["data.pack"]:
+    raise ConfigError(f"{what} lays out one example per row", key,
+                      expected="config.data.pack=False", found="True")
+  if flat["optimizer.grad_accum_mode"] == "microbatch" and flat["optimizer.grad_accum_steps"] > 1:
+    raise ConfigError(f"{what} does not split its policy batch into micro-batches", key,
+                      expected="config.optimizer.grad_accum_steps=1 or grad_accum_mode="
+                      "'multisteps'", found=f"grad_accum_steps={flat['optimizer.grad_accum_steps']}"
+                      " with grad_accum_mode='microbatch'")
+  size, batch = flat[buffer_key], flat["data.batch_size"]
+  if size % batch:
+    raise ConfigError("replay buffer not a whole number of batches", f"config.{buffer_key}",
+                      expected=f"a multiple of config.data.batch_size={batch}", found=size)
