@@ -1,12 +1,13 @@
-"""Train-step benchmark: MLE, IQLearn and ILQL against transformers' PyTorch T5, interleaved.
+"""Train-step benchmark: MLE, IQLearn, ILQL and GAIL against transformers' PyTorch T5, interleaved.
 
   python bench/train_step.py [--rounds=5] [--calls=3] [--batch=16]
 
-One T5 (v1.1 layout, ~30M parameters) and one batch. irl_lm's three losses,
+One T5 (v1.1 layout, ~30M parameters) and one batch. irl_lm's losses,
 PyTorch's MLE step on identical weights (exported with ``save_pretrained``) and
 a float32 matmul (the peak stand-in for MFU) take turns within every round, so
 each ratio and MFU is per round under the same load; the table shows the
-median and min-max over rounds. Writes bench/results/train_step.json. Needs
+median and min-max over rounds. GAIL's step also samples one continuation per
+prompt and runs the LM on it, so it gets a time, not an MFU. Writes bench/results/train_step.json. Needs
 the bench extra (torch).
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from irl_lm.training.builders import Run, build_run
 from irl_lm.training.config import base_config
 
 MODEL = preset("t5-small", vocab_size=8192, num_layers=4, num_encoder_layers=4)
-LOSSES = ("mle", "iqlearn", "ilql")
+LOSSES = ("mle", "iqlearn", "ilql")  # with an MFU
+TIMED = ("gail",)  # time only: the step decodes too
 
 
 def make_batch(b: int, li: int, lt: int, vocab: int) -> dict[str, np.ndarray]:
@@ -86,6 +88,8 @@ def main() -> None:
                                                   loss == "ilql")
     if loss == "mle":
       mle_init = init  # MLE params have no value heads, so transformers can load them
+  for loss in TIMED:
+    cases[loss] = jax_case(loss, batch)[0]
   cases["torch"] = torch_case(*mle_init, batch)
   cases["matmul"], mm_flops = harness.matmul_case()
   times = harness.interleave(cases, rounds=args.rounds, calls=args.calls)
@@ -96,6 +100,7 @@ def main() -> None:
   ratios = {"torch/mle": harness.ratio(times["torch"], times["mle"]),
             "iqlearn/mle": harness.ratio(times["iqlearn"], times["mle"]),
             "ilql/mle": harness.ratio(times["ilql"], times["mle"]),
+            "gail/mle": harness.ratio(times["gail"], times["mle"]),
             "ilql_mfu/mle_mfu": harness.ratio(mfu["ilql"]["rounds"], mfu["mle"]["rounds"])}
   n_params = sum(x.size for x in jax.tree.leaves(mle_init[1]))
   info = harness.machine(peak_flops=float(np.median(peak)))
@@ -119,7 +124,7 @@ def main() -> None:
   print("| step | time/step (s) | target tokens/s | MFU | time vs irl_lm mle |")
   print("|---|---|---|---|---|")
   tokens = args.batch * args.targets
-  for name in (*LOSSES, "torch"):
+  for name in (*LOSSES, *TIMED, "torch"):
     t = harness.spread(times[name])
     rel = harness.ratio(times[name], times["mle"])
     label = "PyTorch T5 (transformers), mle" if name == "torch" else name

@@ -37,7 +37,7 @@ import numpy as np
 from experiments.jobs import Job, run_stage
 
 DEMOS, BROAD = "imitation_demos", "imitation_broad"
-METHODS = ("mle", "iqlearn", "online")  # fine-tuned from the pretrained student
+METHODS = ("mle", "iqlearn", "online", "gail")  # fine-tuned from the pretrained student
 SCRATCH = ("mle", "iqlearn")  # also trained from scratch
 
 
@@ -66,6 +66,7 @@ class Settings:
   mle_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # MLE's grid: its learning rate
   lams: tuple[float, ...] = (0.03, 0.1, 0.3)  # (online) IQLearn's grid: lam at iqlearn_lr
   iqlearn_lr: float = 3e-3
+  gail_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)  # GAIL's grid: its learning rate
   # Online IQLearn: with gamma = 1 its value term over the samples telescopes to V of the
   # prompt (docs/losses.md), so the samples would only count through their lengths.
   online_gamma: float = 0.9
@@ -79,7 +80,7 @@ class Settings:
 
 QUICK = Settings(n_train=64, n_broad=64, n_eval=4, samples=2, temperatures=(0.5, 1.0),
                  teacher_steps=30, pretrain_steps=8, finetune_steps=8, scratch_steps=8,
-                 mle_lrs=(3e-3,), lams=(0.3,), tune_seeds=1, seeds=1)
+                 mle_lrs=(3e-3,), lams=(0.3,), gail_lrs=(3e-4,), tune_seeds=1, seeds=1)
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -130,7 +131,8 @@ def student_config(s: Settings, task: str, method: str, lam: float, lr: float, s
   rounded up: a sampled id the teacher lacks would have no quality)."""
   from experiments.run_config import single_run_config
   slot = int(task == DEMOS and s.demos_truncated)  # the state after the last action
-  c = single_run_config(task=task, loss="mle" if method in ("mle", "pretrain") else "iqlearn",
+  loss = {"mle": "mle", "pretrain": "mle", "gail": "gail"}.get(method, "iqlearn")
+  c = single_run_config(task=task, loss=loss,
                         model=s.student, lengths=(s.prompt_len, s.cont_len + slot), steps=steps,
                         learning_rate=lr, seed=seed, eval_examples=s.n_eval)
   c.model.init_from = init
@@ -247,14 +249,16 @@ def measure(model: Any, params: Any, teacher: Any, prompts: np.ndarray, s: Setti
 # ---- the benchmark ------------------------------------------------------------------------------
 
 def _name(method: str, lam: float, lr: float, seed: int, init: str) -> str:
-  lam_part = f"_lam{lam:g}" if method != "mle" else ""
+  lam_part = f"_lam{lam:g}" if method not in ("mle", "gail") else ""
   return f"student_{init}_{method}{lam_part}_lr{lr:g}_seed{seed}"
 
 
 def _grid(s: Settings, methods: tuple[str, ...]) -> list[tuple[str, float, float]]:
-  """(method, lam, lr) of every tuning run: MLE over its learning rates, IQLearn over lam."""
+  """(method, lam, lr) of every tuning run: MLE and GAIL over their learning rates,
+  IQLearn over lam."""
+  lrs = {"mle": s.mle_lrs, "gail": s.gail_lrs}
   return [(m, lam, lr) for m in methods
-          for lam, lr in ([(0.0, lr) for lr in s.mle_lrs] if m == "mle"
+          for lam, lr in ([(0.0, lr) for lr in lrs[m]] if m in lrs
                           else [(lam, s.iqlearn_lr) for lam in s.lams])]
 
 

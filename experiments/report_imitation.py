@@ -16,8 +16,9 @@ METRICS = (("quality", "teacher log-likelihood per token (higher is better)"),
 
 
 def label(row: dict[str, Any]) -> str:
-  name = {"mle": "MLE", "iqlearn": "IQLearn", "online": "online IQLearn"}[row["method"]]
-  if row["method"] != "mle":
+  name = {"mle": "MLE", "iqlearn": "IQLearn", "online": "online IQLearn",
+          "gail": "GAIL"}[row["method"]]
+  if row["method"] not in ("mle", "gail"):
     name += f" lam={row['lam']:g}"
   return name + (" (scratch)" if row["init"] == "scratch" else "")
 
@@ -201,6 +202,10 @@ def imitation_report(result: dict[str, Any], outdir: str) -> dict[str, str]:
   if online:
     verdicts["online"] = verdict_dominance(compare(methods[online], methods[mle], decodings,
                                                    temps), online, mle)
+  gail = next((n for n in names if n == "GAIL"), None)
+  if gail:
+    verdicts["gail"] = verdict_dominance(compare(methods[iq], methods[gail], decodings, temps),
+                                         iq, gail)
   scratch_mle = next((n for n in names if n == "MLE (scratch)"), None)
   scratch_iq = next((n for n in names if n.startswith("IQLearn") and "scratch" in n), None)
   if scratch_mle and scratch_iq:
@@ -212,6 +217,7 @@ def imitation_report(result: dict[str, Any], outdir: str) -> dict[str, str]:
             "matched_quality": "IQLearn is more diverse than MLE at matched quality",
             "implied_reward": "IQLearn's implied reward tracks quality better than MLE's",
             "online": "online IQLearn's curve dominates MLE's",
+            "gail": "IQLearn's curve dominates GAIL's (the paper's adversarial baseline)",
             "scratch": "from scratch too, IQLearn's curve dominates MLE's"}
   data = result["data"]
   lines = [

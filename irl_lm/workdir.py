@@ -17,7 +17,7 @@ import seqio
 from irl_lm import sharding as shd
 from irl_lm.algorithms import make_algorithm
 from irl_lm.data.vocabularies import HfTokenizerVocabulary
-from irl_lm.models import build_model, param_shardings, save_pretrained
+from irl_lm.models import build_model, save_pretrained
 from irl_lm.models.hf_config import read_json
 from irl_lm.models.hf_io import write_json
 from irl_lm.training.builders import get_task, vocabulary
@@ -40,8 +40,7 @@ def restore_params(workdir: str, step: int | None = None
   task = get_task(config)
   mesh = shd.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
   algorithm = make_algorithm(config)
-  _, abstract, shardings = param_shardings(model_cfg, mesh, tuple(config.mesh.rules),
-                                           algorithm.value_heads, algorithm.value_trunk)
+  _, abstract, shardings = algorithm.param_shardings(model_cfg, mesh, tuple(config.mesh.rules))
   extra, extra_shardings = algorithm.inference_state(abstract, shardings)
   ckpt = Checkpointer(workdir, config.train)
   try:

@@ -70,7 +70,7 @@ def test_quick_benchmark_runs_on_a_hugging_face_directory_without_tokenizer(tmp_
   assert rows and all(r["ok"] for r in rows)
   assert {(r["method"], r["init"]) for r in rows} == {
       ("mle", "pretrained"), ("iqlearn", "pretrained"), ("online", "pretrained"),
-      ("mle", "scratch"), ("iqlearn", "scratch")}
+      ("gail", "pretrained"), ("mle", "scratch"), ("iqlearn", "scratch")}
   for r in rows:
     for split in ("validation", "test"):
       assert set(r["splits"][split]) == {"greedy", "beam", "T0.5", "T1"}
@@ -78,7 +78,7 @@ def test_quick_benchmark_runs_on_a_hugging_face_directory_without_tokenizer(tmp_
         assert m["quality"] < 0 and 0 <= m["self_bleu"] <= 100 + 1e-9 and len(m["by_position"]) == 24
   md = (out / "imitation.md").read_text()
   verdicts = md.split("## Verdicts")[1].split("\n## ")[0]
-  assert verdicts.count("\n- ") == 6 and verdicts.count("**") == 12  # each claim has a verdict
+  assert verdicts.count("\n- ") == 7 and verdicts.count("**") == 14  # each claim has a verdict
   for name in ("imitation_curves.png", "imitation_compounding.png",
                "imitation_implied_reward.png"):
     data = (out / name).read_bytes()

@@ -7,11 +7,12 @@ from __future__ import annotations
 import ml_collections
 
 from irl_lm.algorithms.base import Algorithm
+from irl_lm.algorithms.gail import GAIL
 from irl_lm.algorithms.ilql import ILQL
 from irl_lm.algorithms.iqlearn import IQLearn
 from irl_lm.algorithms.mle import MLE
 
-ALGORITHMS: dict[str, type[Algorithm]] = {a.name: a for a in (MLE, IQLearn, ILQL)}
+ALGORITHMS: dict[str, type[Algorithm]] = {a.name: a for a in (MLE, IQLearn, ILQL, GAIL)}
 
 
 def algorithm_class(name: str) -> type[Algorithm]:
@@ -24,4 +25,5 @@ def make_algorithm(config: ml_collections.ConfigDict) -> Algorithm:
   return ALGORITHMS[config.loss.name](config)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "algorithm_class", "make_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "GAIL", "ILQL", "IQLearn", "MLE", "algorithm_class",
+           "make_algorithm"]

@@ -31,6 +31,8 @@ from jax.sharding import Mesh
 from irl_lm import sharding as shd
 from irl_lm.data.checks import has_rewards
 from irl_lm.errors import ConfigError
+from irl_lm.models import (AUX_HEADS, AuxHeads, ModelConfig, aux_heads_init_fn, param_init_fn,
+                           param_shardings)
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -58,6 +60,29 @@ class Algorithm:
   def __init__(self, config: ml_collections.ConfigDict):
     self.dropout = config.model.dropout_rate
     self.targets_length = config.data.targets_length
+
+  def aux_heads(self, cfg: ModelConfig) -> AuxHeads:
+    """Heads this algorithm trains on the trunk's hidden states (``params['aux_heads']``)."""
+    del cfg
+    return ()
+
+  def param_shardings(self, cfg: ModelConfig, mesh: Mesh, rules: shd.Rules
+                      ) -> tuple[Any, Any, Any]:
+    """(logical specs, abstract params, shardings) of the LM with this algorithm's parameters."""
+    return param_shardings(cfg, mesh, rules, self.value_heads, self.value_trunk,
+                           self.aux_heads(cfg))
+
+  def param_init_fn(self, cfg: ModelConfig) -> Callable[[jax.Array], Any]:
+    """``rng -> params``: the LM with this algorithm's parameters, freshly initialised."""
+    return param_init_fn(cfg, self.value_heads, self.value_trunk, self.aux_heads(cfg))
+
+  def complete_params(self, cfg: ModelConfig, params: Any, rng: jax.Array) -> Any:
+    """``params`` with this algorithm's auxiliary heads drawn fresh where missing (a run
+    whose LM comes from a checkpoint); traced under jit."""
+    aux = self.aux_heads(cfg)
+    if not aux or AUX_HEADS in params:
+      return params
+    return {**params, AUX_HEADS: aux_heads_init_fn(cfg, aux)(rng)}
 
   @classmethod
   def configure(cls, config: ml_collections.ConfigDict) -> None:

@@ -192,7 +192,8 @@ def make_policy_batch(model: nn.Module, length: int, temperature: float, every: 
   return policy_batch
 
 
-def check_sampling_config(flat: dict[str, Any], key: str, buffer_key: str, what: str) -> None:
+def check_sampling_config(flat: dict[str, Any], key: str, buffer_key: str | None,
+                          what: str) -> None:
   """What drawing policy samples in the step needs of the config (``flat``: dotted keys).
 
   The buffer over the mesh follows from ``data.batch_size``, which the run builder
@@ -206,6 +207,8 @@ def check_sampling_config(flat: dict[str, Any], key: str, buffer_key: str, what:
                       expected="config.optimizer.grad_accum_steps=1 or grad_accum_mode="
                       "'multisteps'", found=f"grad_accum_steps={flat['optimizer.grad_accum_steps']}"
                       " with grad_accum_mode='microbatch'")
+  if buffer_key is None:  # samples used as drawn, no buffer
+    return
   size, batch = flat[buffer_key], flat["data.batch_size"]
   if size % batch:
     raise ConfigError("replay buffer not a whole number of batches", f"config.{buffer_key}",

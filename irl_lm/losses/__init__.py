@@ -1,4 +1,5 @@
 """Pure loss functions over [batch, length] arrays aligned with the targets (no irl_lm imports)."""
+from irl_lm.losses.gail import gail_loss, returns_to_go
 from irl_lm.losses.ilql import ilql_loss
 from irl_lm.losses.iqlearn import implied_rewards, iqlearn_loss, iqlearn_online_loss
 from irl_lm.losses.masking import masked_mean
@@ -14,6 +15,7 @@ __all__ = [
   "ReturnStats",
   "batch_return_stats",
   "empty_return_stats",
+  "gail_loss",
   "ilql_loss",
   "implied_rewards",
   "iqlearn_loss",
@@ -28,4 +30,5 @@ __all__ = [
   "polyak_update",
   "return_stats",
   "return_std",
+  "returns_to_go",
 ]

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from irl_lm import sharding as shd
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.decoder import Decoder
-from irl_lm.models.heads import HEADS, VALUE_TRUNK, ValueHeads
+from irl_lm.models.heads import AUX_HEADS, HEADS, VALUE_TRUNK, ValueHeads
 from irl_lm.models.t5 import T5
 
 
@@ -36,7 +36,22 @@ def _heads_init(cfg: ModelConfig, rng: jax.Array) -> Any:
   return ValueHeads(cfg).init({"params": jax.random.fold_in(rng, 1)}, hidden)["params"]
 
 
-def _init_fn(cfg: ModelConfig, heads: bool, value_trunk: bool):
+AuxHeads = tuple[tuple[str, nn.Module], ...]  # (name, head) pairs under params[AUX_HEADS]
+
+
+def _aux_init(cfg: ModelConfig, aux: AuxHeads, rng: jax.Array) -> dict[str, Any]:
+  hidden = jnp.zeros((1, 1, cfg.d_model), cfg.compute_dtype)
+  return {name: head.init({"params": jax.random.fold_in(rng, 2 + i)}, hidden)["params"]
+          for i, (name, head) in enumerate(aux)}
+
+
+def aux_heads_init_fn(cfg: ModelConfig, aux: AuxHeads) -> Callable[[jax.Array], Any]:
+  """A jittable ``rng -> params[AUX_HEADS]`` (unboxed): fresh auxiliary heads, as
+  ``param_init_fn`` draws them (for a run whose trunk comes from a checkpoint)."""
+  return lambda rng: nn.meta.unbox(_aux_init(cfg, aux, rng))
+
+
+def _init_fn(cfg: ModelConfig, heads: bool, value_trunk: bool, aux: AuxHeads = ()):
   model = build_model(cfg)
   batch = jax.tree.map(jnp.asarray, dummy_batch(cfg))
 
@@ -45,6 +60,8 @@ def _init_fn(cfg: ModelConfig, heads: bool, value_trunk: bool):
     params = {**trunk, HEADS: _heads_init(cfg, rng)} if heads else dict(trunk)
     if value_trunk:  # starts as a copy of the policy trunk
       params[VALUE_TRUNK] = jax.tree.map(jnp.copy, trunk)
+    if aux:
+      params[AUX_HEADS] = _aux_init(cfg, aux, rng)
     return params
   return init
 
@@ -54,15 +71,17 @@ def init_heads(cfg: ModelConfig, rng: jax.Array) -> Any:
   return nn.meta.unbox(_heads_init(cfg, rng))
 
 
-def param_init_fn(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False
-                  ) -> Callable[[jax.Array], Any]:
+def param_init_fn(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False,
+                  aux: AuxHeads = ()) -> Callable[[jax.Array], Any]:
   """A pure, jittable ``rng -> params`` (unboxed float32) initialiser.
 
   ``heads`` adds the ILQL value heads under ``params['heads']``;
   ``value_trunk`` adds ILQL's separate value trunk under
-  ``params['value_trunk']``, a copy of the policy trunk.
+  ``params['value_trunk']``, a copy of the policy trunk; ``aux`` adds an
+  algorithm's own heads (each reads ``[b, t, d_model]`` hidden states) under
+  ``params['aux_heads']``.
   """
-  boxed = _init_fn(cfg, heads, value_trunk)
+  boxed = _init_fn(cfg, heads, value_trunk, aux)
   return lambda rng: nn.meta.unbox(boxed(rng))
 
 
@@ -72,16 +91,16 @@ def init_params(cfg: ModelConfig, rng: jax.Array, shardings: Any | None = None,
   return jax.jit(param_init_fn(cfg, heads, value_trunk), out_shardings=shardings)(rng)
 
 
-def param_logical_specs(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False
-                        ) -> tuple[Any, Any]:
+def param_logical_specs(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False,
+                        aux: AuxHeads = ()) -> tuple[Any, Any]:
   """(logical PartitionSpec tree, ShapeDtypeStruct tree) of the parameters."""
-  boxed = jax.eval_shape(_init_fn(cfg, heads, value_trunk), jax.random.key(0))
+  boxed = jax.eval_shape(_init_fn(cfg, heads, value_trunk, aux), jax.random.key(0))
   return nn.get_partition_spec(boxed), nn.meta.unbox(boxed)
 
 
 def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: shd.Rules, heads: bool = False,
-                    value_trunk: bool = False) -> tuple[Any, Any, Any]:
+                    value_trunk: bool = False, aux: AuxHeads = ()) -> tuple[Any, Any, Any]:
   """(logical specs, abstract params, NamedSharding tree) of the parameters on ``mesh``;
   the value trunk takes the same logical axes, so the same shardings, as the trunk."""
-  specs, abstract = param_logical_specs(cfg, heads, value_trunk)
+  specs, abstract = param_logical_specs(cfg, heads, value_trunk, aux)
   return specs, abstract, shd.logical_shardings(specs, abstract, mesh, rules)

@@ -22,6 +22,9 @@ Array = jax.Array
 
 HEADS = "heads"  # the params key of the value heads
 VALUE_TRUNK = "value_trunk"  # the params key of ILQL's separate value trunk, when it has one
+# The params key of heads an algorithm trains on the trunk's hidden states but never exports
+# (GAIL's discriminator and baseline): ``{name: head params}``.
+AUX_HEADS = "aux_heads"
 Q_HEADS = ("q1", "q2")  # the two vocab-sized Q heads
 V_HEAD = "v"
 
@@ -55,6 +58,26 @@ class MLPHead(nn.Module):
     # x[(data, fsdp), tensor] @ kernel[tensor, fsdp] resharded to [(data, fsdp), tensor].
     x = constrain(x, ("batch", "length", None))
     return dense(self.out, ("mlp", self.out_name), self.cfg, "out", use_bias=True)(x)
+
+
+class ScalarHead(nn.Module):
+  """One float32 value per position: ``[b, t, d] -> [b, t]`` (an ``MLPHead`` with one output)."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, h: Array) -> Array:
+    return MLPHead(self.cfg, 1, None, name="mlp")(h)[..., 0].astype(jnp.float32)
+
+
+class TokenHead(nn.Module):
+  """One float32 value per position and vocabulary entry: ``[b, t, d] -> [b, t, vocab]``."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, h: Array) -> Array:
+    return MLPHead(self.cfg, self.cfg.vocab_size, "vocab", name="mlp")(h).astype(jnp.float32)
 
 
 def q_head(cfg: ModelConfig) -> MLPHead:
@@ -91,9 +114,9 @@ def q_heads(tree: Any) -> dict[str, Any]:
 
 
 def trunk_params(params: Any) -> Any:
-  """The policy trunk: ``params`` without the value heads and value trunk (what the
-  network's ``apply`` takes)."""
-  return {k: v for k, v in params.items() if k not in (HEADS, VALUE_TRUNK)}
+  """The policy trunk: ``params`` without the value heads, value trunk and auxiliary
+  heads (what the network's ``apply`` takes)."""
+  return {k: v for k, v in params.items() if k not in (HEADS, VALUE_TRUNK, AUX_HEADS)}
 
 
 def trunks(params: Any) -> dict[str, Any]:

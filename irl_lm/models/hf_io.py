@@ -22,7 +22,7 @@ from irl_lm import sharding as shd
 from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
-from irl_lm.models.heads import HEADS, VALUE_TRUNK
+from irl_lm.models.heads import AUX_HEADS, HEADS, VALUE_TRUNK
 from irl_lm.models.hf_config import (EXECUTION_FIELDS, LFS_POINTER_PREFIX, check_exportable,
                                      check_not_lfs_pointer, from_hf_config, read_json)
 from irl_lm.models.hf_families import to_hf_config
@@ -384,6 +384,7 @@ def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None
   """
   cfg: ModelConfig = model.cfg
   check_exportable(cfg)
+  params = {k: v for k, v in params.items() if k != AUX_HEADS}  # training-only heads
   params = multihost_utils.process_allgather(params, tiled=True)
   flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
   flat = _unstack_layers(flat)

@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
-from irl_lm.models import param_shardings, trunks
+from irl_lm.models import trunks
 from irl_lm.planning.devices import GIB, parse_memory
 from irl_lm.training import flops
 from irl_lm.training.builders import Run, build_run
@@ -156,8 +156,7 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   run = build_run(config, devices=devices, with_task=False)
   cfg, model, mesh, rules = run.model_cfg, run.model, run.mesh, run.rules
   # ILQL decodes with its value heads in memory (the step below updates the trunks' caches).
-  _, abstract_params, p_shard = param_shardings(cfg, mesh, rules, run.algorithm.value_heads,
-                                                run.algorithm.value_trunk)
+  _, abstract_params, p_shard = run.algorithm.param_shardings(cfg, mesh, rules)
   b = config.eval.batch_size
   d = config.data
   encdec = cfg.kind == "encdec"

@@ -22,7 +22,7 @@ from irl_lm import sharding as shd
 from irl_lm.algorithms import Algorithm, make_algorithm
 from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
-from irl_lm.models import ModelConfig, build_model, from_pretrained, param_init_fn, preset
+from irl_lm.models import ModelConfig, build_model, from_pretrained, preset
 from irl_lm.models.hf_io import load_hf_config
 from irl_lm.training.config import JSONL_TASK, validate
 from irl_lm.training.optim import make_optimizer
@@ -212,10 +212,11 @@ class Run:
     algo, extra = self.algorithm, self.state_abstract.extra
 
     def make(p: Any) -> TrainState:
+      p = algo.complete_params(self.model_cfg, p, init_rng)
       return new_state(p, self.tx, state_rng, algo.init_extra(p, extra, **startup))
 
     if params is None:
-      init = param_init_fn(self.model_cfg, algo.value_heads, algo.value_trunk)
+      init = algo.param_init_fn(self.model_cfg)
       return shd.jit(lambda r: make(init(r)), self.mesh, self.rules,
                      out_shardings=self.shardings)(init_rng)
     return shd.jit(make, self.mesh, self.rules, out_shardings=self.shardings)(params)

@@ -6,6 +6,7 @@ before anything compiles.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ml_collections
@@ -20,94 +21,186 @@ LOSSES = tuple(ALGORITHMS)  # config.loss.name: the registered algorithms
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("constant", "cosine", "linear")
 ACCUM_MODES = ("microbatch", "multisteps")
-REWARD_NORMS = ("none", "dataset", "running")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """A constraint on one key's value: ``choices``, or ``low``/``high`` bounds (``*_open``:
+  strict). The key's type is its default's."""
+
+  choices: tuple[Any, ...] | None = None
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+
+  def __call__(self, default: Any) -> Key:
+    return Key(default, self)
+
+  def check(self, key: str, v: Any) -> None:
+    """Raises ``ConfigError`` naming ``config.<key>`` if ``v`` breaks the rule."""
+    if self.choices is not None:
+      if v not in self.choices:
+        raise ConfigError("invalid choice", f"config.{key}",
+                          expected=f"one of {sorted(self.choices)}", found=repr(v))
+      return
+    low, high = self.low, self.high
+    ok = ((low is None or (v > low if self.low_open else v >= low))
+          and (high is None or (v < high if self.high_open else v <= high)))
+    if not ok:
+      if high is None:
+        bound = f"value {'>' if self.low_open else '>='} {low}"
+      else:
+        bound = (f"{low} {'<' if self.low_open else '<='} value "
+                 f"{'<' if self.high_open else '<='} {high}")
+      raise ConfigError("value out of range", f"config.{key}", expected=bound, found=v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+  """One config key: its default (which fixes its type) and the rule its values follow."""
+
+  default: Any
+  rule: Rule
+
+
+def one_of(*choices: Any) -> Rule:
+  return Rule(choices=tuple(choices))
+
+
+POSITIVE = Rule(low=0, low_open=True)
+NON_NEGATIVE = Rule(low=0)
+UNIT = Rule(low=0, high=1)  # [0, 1]
+FRACTION = Rule(low=0, high=1, low_open=True)  # (0, 1]
+
+
+def _keys() -> dict[str, Any]:
+  """Every config key: a plain default, or a ``Key`` with the rule its values follow.
+
+  The one table of defaults, types and ranges; ``base_config`` and ``validate`` read it.
+  """
+  dec = decoding_config()
+  decoding = {k: dec[k] for k in dec}
+  decoding.update(
+      method=one_of("greedy", "sample", "beam")(dec.method),
+      max_new_tokens=NON_NEGATIVE(0),  # 0 = data.targets_length
+      temperature=POSITIVE(dec.temperature), top_k=NON_NEGATIVE(dec.top_k),
+      top_p=FRACTION(dec.top_p), num_beams=POSITIVE(dec.num_beams),
+      num_samples=POSITIVE(dec.num_samples), behaviour_top_k=NON_NEGATIVE(dec.behaviour_top_k),
+      behaviour_top_p=FRACTION(dec.behaviour_top_p))
+  return dict(
+      seed=0,
+      model=dict(
+          # a name from irl_lm.models.PRESETS: t5-tiny ... t5-xl, llama-3b, ...
+          size=one_of(*PRESETS)("t5-small"),
+          init_from="",  # Hugging Face checkpoint directory to start from
+          vocab_size=0,  # 0: the task vocabulary's size, rounded up to a multiple of 128
+          dtype=one_of(*DTYPES)("float32"),  # compute dtype; parameters stay float32
+          remat=one_of(*REMAT_POLICIES)("none"),
+          scan_layers=False,
+          dropout_rate=Rule(low=0, high=1, high_open=True)(0.0),
+      ),
+      loss=dict(
+          name=one_of(*LOSSES)("iqlearn"),
+          iqlearn=dict(lam=NON_NEGATIVE(0.1), lam_warmup_steps=NON_NEGATIVE(0),
+                       gamma=UNIT(1.0), stop_grad_next=False,
+                       # online: policy samples in the value term (docs/training.md)
+                       online=dict(enable=False, mix=UNIT(0.5), temperature=POSITIVE(1.0),
+                                   every=POSITIVE(1), buffer_size=POSITIVE(256))),
+          ilql=dict(tau=UNIT(0.7), gamma=UNIT(0.99), cql_weight=NON_NEGATIVE(0.1),
+                    awac_weight=NON_NEGATIVE(1.0), awac_beta=NON_NEGATIVE(0.0),
+                    awac_clip=POSITIVE(1e4), polyak_rate=FRACTION(0.005),
+                    polyak_every=POSITIVE(1),
+                    separate_value_trunk=False,  # True: Q/V heads on a second copy of the trunk
+                    # z-score episode returns
+                    reward_norm=one_of("none", "dataset", "running")("none")),
+          # GAIL: discriminator reward, REINFORCE with a baseline, on-policy samples each step
+          gail=dict(gamma=UNIT(1.0), temperature=POSITIVE(1.0), value_weight=NON_NEGATIVE(0.5),
+                    disc_weight=POSITIVE(1.0), kl_weight=NON_NEGATIVE(0.0)),
+      ),
+      data=dict(
+          task="embedded_summarize",
+          vocabulary="",  # "", or sentencepiece | hf_tokenizer for the paper tasks
+          vocabulary_path="",  # default: spiece.model / tokenizer.json in model.init_from
+          tfds_data_dir="",
+          inputs_length=POSITIVE(64),
+          targets_length=POSITIVE(32),
+          batch_size=POSITIVE(32),  # global, over all hosts
+          pack=False,
+          train_split="train",
+          eval_split="validation",
+          # data.task="jsonl": your own JSONL files, no code (docs/data.md#jsonl-from-the-config)
+          jsonl=dict(train="", validation="", test="", skip_invalid=False,
+                     fields=dict(prompt="prompt", response="response", reward="reward",
+                                 turns="turns", messages="messages", done="done")),
+      ),
+      optimizer=dict(
+          name=one_of(*OPTIMIZERS)("adamw"),
+          learning_rate=NON_NEGATIVE(1e-3),
+          schedule=one_of(*SCHEDULES)("cosine"),  # after warm-up
+          warmup_steps=NON_NEGATIVE(100),
+          end_learning_rate_factor=NON_NEGATIVE(0.1),
+          b1=UNIT(0.9),
+          b2=UNIT(0.999),
+          eps=NON_NEGATIVE(1e-8),
+          weight_decay=NON_NEGATIVE(0.01),
+          decay_embeddings=False,  # apply weight decay to embeddings and the LM head
+          grad_clip_norm=NON_NEGATIVE(1.0),  # 0 disables clipping
+          grad_accum_steps=POSITIVE(1),
+          # microbatch (in one step) | multisteps (optax.MultiSteps)
+          grad_accum_mode=one_of(*ACCUM_MODES)("microbatch"),
+      ),
+      train=dict(
+          steps=POSITIVE(1000),
+          log_every=POSITIVE(50),
+          eval_every=POSITIVE(500),
+          checkpoint_every=POSITIVE(500),
+          keep_checkpoints=NON_NEGATIVE(3),
+          best_metric="",  # e.g. "eval/rougeL": also keep the best checkpoint by this metric
+          best_mode=one_of("max", "min")("max"),
+          max_nonfinite_steps=POSITIVE(5),  # stop after this many non-finite steps in a row
+          peak_flops_per_device=NON_NEGATIVE(0.0),  # 0: measured with a large matmul at start-up
+          async_checkpoints=True,
+      ),
+      eval=dict(
+          num_examples=POSITIVE(256),
+          batch_size=POSITIVE(64),
+          generate=True,  # decode and compute the task's metrics
+      ),
+      decoding=decoding,  # eval decoding
+      mesh=dict(
+          shape=(-1, 1, 1),  # (data, fsdp, tensor); one -1 is filled from the device count
+          num_devices=NON_NEGATIVE(0),  # 0: every device of every process; N: the first N
+          rules=tuple((k, v) for k, v in shd.DEFAULT_RULES),
+      ),
+      distributed=dict(
+          # host:port; empty = auto-detect (TPU pod, SLURM) or single process
+          coordinator_address="",
+          num_processes=0,
+          process_id=-1,
+      ),
+  )
+
+
+def _defaults(tree: Any) -> Any:
+  if isinstance(tree, dict):
+    return {k: _defaults(v) for k, v in tree.items()}
+  return tree.default if isinstance(tree, Key) else tree
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults for every config key (see docs/training.md, "Configuration")."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.model = dict(
-      size="t5-small",  # a name from irl_lm.models.PRESETS: t5-tiny ... t5-xl, llama-3b, ...
-      init_from="",  # Hugging Face checkpoint directory to start from
-      vocab_size=0,  # 0: the task vocabulary's size, rounded up to a multiple of 128
-      dtype="float32",  # compute dtype; parameters stay float32
-      remat="none",  # none | full | save_dots
-      scan_layers=False,
-      dropout_rate=0.0,
-  )
-  c.loss = dict(
-      name="iqlearn",
-      iqlearn=dict(lam=0.1, lam_warmup_steps=0, gamma=1.0, stop_grad_next=False,
-                   # online: policy samples in the value term (docs/training.md)
-                   online=dict(enable=False, mix=0.5, temperature=1.0, every=1,
-                               buffer_size=256)),
-      ilql=dict(tau=0.7, gamma=0.99, cql_weight=0.1, awac_weight=1.0, awac_beta=0.0,
-                awac_clip=1e4, polyak_rate=0.005, polyak_every=1,
-                separate_value_trunk=False,  # True: Q/V heads on a second copy of the trunk
-                reward_norm="none"),  # none | dataset | running: z-score episode returns
-  )
-  c.data = dict(
-      task="embedded_summarize",
-      vocabulary="",  # "", or sentencepiece | hf_tokenizer for the paper tasks
-      vocabulary_path="",  # default: spiece.model / tokenizer.json in model.init_from
-      tfds_data_dir="",
-      inputs_length=64,
-      targets_length=32,
-      batch_size=32,  # global, over all hosts
-      pack=False,
-      train_split="train",
-      eval_split="validation",
-      # data.task="jsonl": your own JSONL files, no code (docs/data.md#jsonl-from-the-config)
-      jsonl=dict(train="", validation="", test="", skip_invalid=False,
-                 fields=dict(prompt="prompt", response="response", reward="reward",
-                             turns="turns", messages="messages", done="done")),
-  )
-  c.optimizer = dict(
-      name="adamw",
-      learning_rate=1e-3,
-      schedule="cosine",  # constant | cosine | linear (after warm-up)
-      warmup_steps=100,
-      end_learning_rate_factor=0.1,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-8,
-      weight_decay=0.01,
-      decay_embeddings=False,  # apply weight decay to embeddings and the LM head
-      grad_clip_norm=1.0,  # 0 disables clipping
-      grad_accum_steps=1,
-      grad_accum_mode="microbatch",  # microbatch (in one step) | multisteps (optax.MultiSteps)
-  )
-  c.train = dict(
-      steps=1000,
-      log_every=50,
-      eval_every=500,
-      checkpoint_every=500,
-      keep_checkpoints=3,
-      best_metric="",  # e.g. "eval/rougeL": also keep the best checkpoint by this metric
-      best_mode="max",
-      max_nonfinite_steps=5,  # stop after this many non-finite steps in a row
-      peak_flops_per_device=0.0,  # 0: measured with a large matmul at start-up
-      async_checkpoints=True,
-  )
-  c.eval = dict(
-      num_examples=256,
-      batch_size=64,
-      generate=True,  # decode and compute the task's metrics
-  )
-  c.decoding = decoding_config()  # eval decoding; max_new_tokens 0 = data.targets_length
-  c.decoding.max_new_tokens = 0
-  c.mesh = dict(
-      shape=(-1, 1, 1),  # (data, fsdp, tensor); one -1 is filled from the device count
-      num_devices=0,  # 0: every device of every process; N: the first N (single process)
-      rules=tuple((k, v) for k, v in shd.DEFAULT_RULES),
-  )
-  c.distributed = dict(
-      coordinator_address="",  # host:port; empty = auto-detect (TPU pod, SLURM) or single process
-      num_processes=0,
-      process_id=-1,
-  )
+  defaults = _defaults(_keys())
+  decoding = defaults.pop("decoding")
+  c = ml_collections.ConfigDict(defaults)
+  c.decoding = decoding_config()  # keeps eos_id's typed placeholder
+  c.decoding.max_new_tokens = decoding["max_new_tokens"]
   return c
+
+
+def rules() -> dict[str, Rule]:
+  """``{dotted key: Rule}`` of every key whose values are constrained."""
+  return {k: v.rule for k, v in _walk(_keys()).items() if isinstance(v, Key)}
 
 
 def with_loss(c: ml_collections.ConfigDict, loss: str, config_file: str
@@ -148,44 +241,6 @@ def _type_ok(want: Any, got: Any) -> bool:
   return isinstance(got, type(want))
 
 
-def _check_choice(flat: dict[str, Any], key: str, choices: Any) -> None:
-  if flat[key] not in choices:
-    raise ConfigError("invalid choice", f"config.{key}",
-                      expected=f"one of {sorted(choices)}", found=repr(flat[key]))
-
-
-def _check_range(flat: dict[str, Any], key: str, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
-                 ) -> None:
-  """``low <= value <= high`` (``<`` where the bound is open); ``high=None``: no upper bound."""
-  v = flat[key]
-  ok = ((v > low if low_open else v >= low)
-        and (high is None or (v < high if high_open else v <= high)))
-  if not ok:
-    if high is None:
-      bound = f"value {'>' if low_open else '>='} {low}"
-    else:
-      bound = f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}"
-    raise ConfigError("value out of range", f"config.{key}",
-                      expected=bound, found=v)
-
-
-_POSITIVE = ("train.steps", "data.batch_size", "data.inputs_length", "data.targets_length",
-             "train.log_every", "train.eval_every", "train.checkpoint_every",
-             "train.max_nonfinite_steps", "optimizer.grad_accum_steps", "eval.batch_size",
-             "eval.num_examples", "loss.ilql.polyak_every", "decoding.num_beams",
-             "loss.iqlearn.online.every", "loss.iqlearn.online.buffer_size",
-             "decoding.num_samples")
-_NON_NEGATIVE = ("train.keep_checkpoints", "optimizer.learning_rate", "optimizer.warmup_steps",
-                 "optimizer.weight_decay", "optimizer.grad_clip_norm", "optimizer.eps",
-                 "optimizer.end_learning_rate_factor", "loss.iqlearn.lam",
-                 "loss.iqlearn.lam_warmup_steps", "loss.ilql.cql_weight",
-                 "loss.ilql.awac_weight", "loss.ilql.awac_beta", "decoding.top_k",
-                 "decoding.behaviour_top_k",
-                 "mesh.num_devices", "train.peak_flops_per_device", "decoding.max_new_tokens")
-_UNIT = ("loss.iqlearn.gamma", "loss.ilql.gamma", "loss.ilql.tau", "optimizer.b1",
-         "optimizer.b2", "loss.iqlearn.online.mix")
-
-
 def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
   """Raises ConfigError naming the key for unknown keys, bad types, values and combinations.
 
@@ -202,29 +257,8 @@ def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
     if not _type_ok(want, flat[key]):
       raise ConfigError("wrong type", f"config.{key}",
                         expected=type(want).__name__, found=type(flat[key]).__name__)
-  _check_choice(flat, "model.size", PRESETS)
-  _check_choice(flat, "model.remat", REMAT_POLICIES)
-  _check_choice(flat, "model.dtype", DTYPES)
-  _check_choice(flat, "loss.name", LOSSES)
-  _check_choice(flat, "optimizer.name", OPTIMIZERS)
-  _check_choice(flat, "optimizer.schedule", SCHEDULES)
-  _check_choice(flat, "optimizer.grad_accum_mode", ACCUM_MODES)
-  _check_choice(flat, "loss.ilql.reward_norm", REWARD_NORMS)
-  _check_choice(flat, "train.best_mode", ("max", "min"))
-  _check_choice(flat, "decoding.method", ("greedy", "sample", "beam"))
-  for key in _POSITIVE:
-    _check_range(flat, key, 0, low_open=True)
-  for key in _NON_NEGATIVE:
-    _check_range(flat, key, 0)
-  for key in _UNIT:
-    _check_range(flat, key, 0, 1)
-  _check_range(flat, "loss.ilql.polyak_rate", 0, 1, low_open=True)
-  _check_range(flat, "loss.ilql.awac_clip", 0, low_open=True)
-  _check_range(flat, "model.dropout_rate", 0, 1, high_open=True)
-  _check_range(flat, "decoding.temperature", 0, low_open=True)
-  _check_range(flat, "loss.iqlearn.online.temperature", 0, low_open=True)
-  _check_range(flat, "decoding.top_p", 0, 1, low_open=True)
-  _check_range(flat, "decoding.behaviour_top_p", 0, 1, low_open=True)
+  for key, rule in rules().items():
+    rule.check(key, flat[key])
   if flat["data.batch_size"] % flat["optimizer.grad_accum_steps"]:
     raise ConfigError("batch not divisible into micro-batches", "config.data.batch_size",
                       expected=f"a multiple of config.optimizer.grad_accum_steps="

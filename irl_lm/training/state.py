@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from irl_lm import sharding as shd
 from irl_lm.algorithms import Algorithm
 from irl_lm.algorithms.base import BatchShapes
-from irl_lm.models import ModelConfig, param_shardings
+from irl_lm.models import ModelConfig
 
 # Checkpoints written before the algorithms had their own state held these fields at the
 # top of the state tree (None when unused); saving keeps that layout so old and new
@@ -73,8 +73,7 @@ def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Me
   other optimizer leaves (counts, factored second moments) are replicated; the
   algorithm places its own state.
   """
-  specs, abstract_params, p_shard = param_shardings(cfg, mesh, rules, algorithm.value_heads,
-                                                    algorithm.value_trunk)
+  specs, abstract_params, p_shard = algorithm.param_shardings(cfg, mesh, rules)
   extra, extra_shard = algorithm.extra_state(batch_shapes, abstract_params, p_shard, mesh, rules)
   abstract = jax.eval_shape(lambda p: new_state(p, tx, jax.random.PRNGKey(0)), abstract_params)
   abstract = abstract.replace(extra=extra)
