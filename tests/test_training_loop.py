@@ -35,7 +35,8 @@ class FakeRun:
     self.events.append(("dispatch", self.n))
     streak = 0 if self.bad_from is None else max(0, self.n - self.bad_from + 1)
     new = types.SimpleNamespace(step=Recorded(self.events, "state.step", self.n, self.n),
-                                nonfinite=Recorded(self.events, "state.nonfinite", self.n))
+                                nonfinite=Recorded(self.events, "state.nonfinite", self.n),
+                                saved=dict)
     return new, {"loss": 1.0, "learning_rate": 0.1, "skipped_total": 0,
                  "nonfinite_streak": Recorded(self.events, "streak", self.n, streak)}
 

@@ -13,6 +13,7 @@ from irl_lm.errors import ConfigError
 
 KINDS = ("encdec", "decoder")
 # ``model.remat`` -> jax checkpoint policy of each layer (None: no remat).
+ATTENTION = ("xla", "chunked", "auto")  # model.attention (models.attention.attend)
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -119,6 +120,11 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype; parameters are always float32
   remat: str = "none"
   scan_layers: bool = False
+  # How attention runs (models.attention): xla (whole score matrix), chunked (blockwise,
+  # online softmax, attention_block keys and queries at a time), auto (chunked from
+  # AUTO_CHUNKED_LENGTH keys). Execution only: the numbers agree to float rounding.
+  attention: str = "xla"
+  attention_block: int = 512
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -140,6 +146,8 @@ class ModelConfig:
       raise ConfigError(f"model.remat={self.remat!r}: expected one of {tuple(REMAT_POLICIES)}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
+    if self.attention not in ATTENTION:
+      raise ConfigError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
     if self.norm not in NORMS:
       raise ConfigError(f"model.norm={self.norm!r}: expected one of {NORMS}")
     if self.rope_type not in ROPE_TYPES:

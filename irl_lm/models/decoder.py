@@ -8,11 +8,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
+from irl_lm.models.attention import CausalMask
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.heads import ModelOutput
-from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
+from irl_lm.models.layers import (MLP, NO_WINDOW, Attention, DecodeState, LayerStack, constrain,
                                   dense, embedding, norm, per_layer, pick, positions,
-                                  segment_ids, window_mask)
+                                  segment_ids)
 from irl_lm.models.rope import rope_table
 
 Array = jax.Array
@@ -89,14 +92,12 @@ class Decoder(nn.Module):
     x = constrain(self.dropout(x, deterministic=deterministic), ("batch", "length", "embed"))
     cache_index = None
     if decode:
-      cache_index, mask, q_slot, _ = self.decode_state(seg)
-      k_slot = jnp.arange(mask.shape[-1])
+      cache_index, mask, _, _ = self.decode_state(seg)
     else:
-      mask = causal_mask(seg, seg, pos, pos)
-      q_slot = k_slot = pos
+      mask = CausalMask(seg, seg, pos, pos, NO_WINDOW)
     ctx: dict[str, Any] = {"mask": mask}
     if any(cfg.sliding_layers):
-      ctx["window_mask"] = window_mask(mask, q_slot, k_slot, cfg.sliding_window)
+      ctx["window_mask"] = mask.replace(window=np.int32(cfg.sliding_window))
     if cfg.position == "rope":
       ctx["rope"] = rope_table(cfg, pos)
       if cfg.rope_local_theta and any(cfg.sliding_layers):

@@ -15,11 +15,12 @@ import numpy as np
 from jax import lax
 
 from irl_lm import sharding as shd
+from irl_lm.models.attention import CausalMask, attend
 from irl_lm.models.config import REMAT_POLICIES, ModelConfig
 from irl_lm.models.rope import apply_rope
 
 Array = jax.Array
-NEG_INF = -1e30
+NO_WINDOW = np.int32(0)  # a CausalMask window that keeps every key
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
@@ -133,33 +134,6 @@ class MLP(nn.Module):
     return dense(cfg.d_model, ("mlp", "embed"), cfg, "wo", use_bias=bias)(h)
 
 
-def attend(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None,
-           scale: float | Array, softcap: float = 0.0) -> Array:
-  """Grouped-query dot-product attention.
-
-  Args:
-    q: [b, tq, h, d]; k, v: [b, g, tk, d] (heads before length, the cache's
-      layout, so decoding never transposes the cache) with h a multiple of g.
-    mask: boolean, broadcastable to [b, 1, tq, tk]; True = may attend.
-    bias: additive, broadcastable to [b, h, tq, tk] (T5 relative positions).
-    softcap: when positive, scores become ``softcap * tanh(scores / softcap)``
-      before the bias and mask (Gemma 2).
-  """
-  b, tq, h, d = q.shape
-  g, tk = k.shape[1], k.shape[2]
-  qg = q.reshape(b, tq, g, h // g, d)
-  s = jnp.einsum("bqgrd,bgkd->bgrqk", qg, k, preferred_element_type=jnp.float32)
-  s = s.reshape(b, h, tq, tk) * scale
-  if softcap:
-    s = softcap * jnp.tanh(s / softcap)
-  if bias is not None:
-    s = s + bias.astype(jnp.float32)
-  if mask is not None:
-    s = jnp.where(mask, s, NEG_INF)
-  p = jax.nn.softmax(s, axis=-1).astype(v.dtype).reshape(b, g, h // g, tq, tk)
-  return jnp.einsum("bgrqk,bgkd->bqgrd", p, v).reshape(b, tq, h, d)
-
-
 class Attention(nn.Module):
   """Multi-head (grouped-query) attention with an optional decode cache.
 
@@ -202,7 +176,7 @@ class Attention(nn.Module):
     if self.decode:
       k, v = self._cached(k if project_kv else None, v if project_kv else None, cache_index)
     out = attend(q, k, v, mask, bias, cfg.attention_scale if scale is None else scale,
-                 cfg.attn_softcap)
+                 cfg.attn_softcap, cfg.attention, cfg.attention_block)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
     return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
                  use_bias=cfg.out_bias)(out)
@@ -292,29 +266,11 @@ def positions(batch: Any, prefix: str, tokens: Array) -> Array:
   return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
-def causal_mask(q_seg: Array, k_seg: Array, q_slot: Array, k_slot: Array) -> Array:
-  """[b, 1, tq, tk] mask: same segment, key slot not after query slot."""
-  same = q_seg[:, :, None] == k_seg[:, None, :]
-  order = k_slot[..., None, :] <= q_slot[..., :, None]
-  return (same & order)[:, None]
-
-
-def window_mask(mask: Array, q_slot: Array, k_slot: Array, window: int) -> Array:
-  """``mask`` restricted to the ``window`` latest keys: ``q - window < k <= q``."""
-  near = (q_slot[..., :, None] - k_slot[..., None, :]) < window
-  return mask & (near[:, None] if near.ndim == 3 else near)
-
-
-def padding_mask(q_seg: Array, k_seg: Array) -> Array:
-  """[b, 1, tq, tk] mask: same segment and key not padding (segment 0)."""
-  return ((q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] != 0))[:, None]
-
-
 class DecodeState(nn.Module):
   """Stack-level decode bookkeeping: the write index and each cache slot's segment.
 
-  Returns ``(index, mask, q_slot)``: ``mask`` [b, 1, t, max_len] lets each new
-  query see the cached keys of its own segment up to its own slot. For T5 it
+  Returns ``(index, mask, q_slot)``: ``mask`` (a ``CausalMask`` over [t, max_len]) lets
+  each new query see the cached keys of its own segment up to its own slot. For T5 it
   also keeps the encoder's segments (``enc_seg``, given on the first call) and
   returns them as a fourth value.
   """
@@ -334,10 +290,10 @@ class DecodeState(nn.Module):
     t = seg.shape[1]
     if not initialized:
       slots = jnp.arange(t)
-      return index.value, causal_mask(seg, seg, slots, slots), slots, cached_enc
+      return index.value, CausalMask(seg, seg, slots, slots, NO_WINDOW), slots, cached_enc
     i = index.value
     segs.value = lax.dynamic_update_slice(segs.value, seg.astype(segs.value.dtype), (0, i))
     q_slot = i + jnp.arange(t)
-    mask = causal_mask(seg, segs.value, q_slot, jnp.arange(segs.value.shape[1]))
+    mask = CausalMask(seg, segs.value, q_slot, jnp.arange(segs.value.shape[1]), NO_WINDOW)
     index.value = i + t
     return i, mask, q_slot, cached_enc

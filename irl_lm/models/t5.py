@@ -6,37 +6,19 @@ from collections.abc import Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from irl_lm.models.attention import CausalMask, PaddingMask, RelativeBias
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.heads import ModelOutput
-from irl_lm.models.layers import (MLP, Attention, DecodeState, LayerStack, causal_mask, constrain,
-                                  dense, embedding, norm, padding_mask, positions,
-                                  segment_ids)
+from irl_lm.models.layers import (MLP, NO_WINDOW, Attention, DecodeState, LayerStack, constrain,
+                                  dense, embedding, norm, positions, segment_ids)
 
 Array = jax.Array
 
 
-def relative_position_bucket(rel: Array, bidirectional: bool, num_buckets: int,
-                             max_distance: int) -> Array:
-  """T5's bucketing of (key position - query position) into ``num_buckets`` ids."""
-  ret = jnp.zeros_like(rel)
-  if bidirectional:
-    num_buckets //= 2
-    ret += (rel > 0).astype(rel.dtype) * num_buckets
-    n = jnp.abs(rel)
-  else:
-    n = jnp.maximum(-rel, 0)
-  max_exact = num_buckets // 2
-  safe = jnp.maximum(n, max_exact).astype(jnp.float32)
-  large = max_exact + (jnp.log(safe / max_exact) / np.log(max_distance / max_exact)
-                       * (num_buckets - max_exact)).astype(rel.dtype)
-  large = jnp.minimum(large, num_buckets - 1)
-  return ret + jnp.where(n < max_exact, n, large)
-
-
 class RelativePositionBias(nn.Module):
-  """Per-head additive bias [b, h, tq, tk] from T5 relative position buckets."""
+  """Per-head additive bias [b, h, tq, tk] from T5 relative position buckets (a
+  ``RelativeBias``: built whole or one attention block at a time)."""
 
   cfg: ModelConfig
   bidirectional: bool
@@ -47,11 +29,8 @@ class RelativePositionBias(nn.Module):
     table = self.param("rel_embedding", nn.with_logical_partitioning(
         nn.initializers.normal(0.1), ("relpos_buckets", "heads")),
         (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32)
-    rel = k_pos[..., None, :] - q_pos[..., :, None]
-    buckets = relative_position_bucket(rel, self.bidirectional,
-                                       cfg.relative_attention_num_buckets,
-                                       cfg.relative_attention_max_distance)
-    return jnp.moveaxis(table[buckets], -1, -3)
+    return RelativeBias(table, q_pos, k_pos, self.bidirectional,
+                        cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance)
 
 
 def _self_bias(cfg: ModelConfig, bidirectional: bool, shared: Array | None,
@@ -141,7 +120,7 @@ class T5(nn.Module):
     x = self.dropout(self.shared(tokens), deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
     bias = None if cfg.rel_bias_per_layer else self.enc_relpos(pos, pos)
-    x = self.encoder(x, padding_mask(seg, seg), bias, pos, deterministic=deterministic)
+    x = self.encoder(x, PaddingMask(seg, seg), bias, pos, deterministic=deterministic)
     return self.dropout(self.encoder_norm(x), deterministic=deterministic)
 
   def decode(self, batch: Mapping[str, Array], encoded: Array | None, *,
@@ -164,12 +143,12 @@ class T5(nn.Module):
     cache_index = None
     if decode:
       cache_index, self_mask, q_pos, enc_seg = self.decode_state(dseg, enc_seg)
-      q_pos, k_pos = q_pos[None], jnp.arange(self_mask.shape[-1])[None]
+      q_pos, k_pos = q_pos[None], jnp.arange(self_mask.k_seg.shape[1])[None]
     else:
       q_pos = k_pos = positions(batch, "decoder", tokens)
-      self_mask = causal_mask(dseg, dseg, q_pos, q_pos)
+      self_mask = CausalMask(dseg, dseg, q_pos, q_pos, NO_WINDOW)
     bias = None if cfg.rel_bias_per_layer else self.dec_relpos(q_pos, k_pos)
-    x = self.decoder(x, encoded, self_mask, bias, q_pos, k_pos, padding_mask(dseg, enc_seg),
+    x = self.decoder(x, encoded, self_mask, bias, q_pos, k_pos, PaddingMask(dseg, enc_seg),
                      cache_index, decode=decode, deterministic=deterministic)
     h = self.dropout(self.decoder_norm(x), deterministic=deterministic)
     out = h * cfg.d_model ** -0.5 if cfg.head_rescale else h

@@ -23,6 +23,7 @@ from irl_lm.algorithms import Algorithm, make_algorithm
 from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import ModelConfig, build_model, from_pretrained, preset
+from irl_lm.models.attention import resolve as resolve_attention
 from irl_lm.models.hf_io import load_hf_config
 from irl_lm.training.config import JSONL_TASK, validate
 from irl_lm.training.optim import make_optimizer
@@ -79,7 +80,8 @@ def vocabulary(task: seqio.Task) -> seqio.Vocabulary:
 def _execution(config: ml_collections.ConfigDict) -> dict[str, Any]:
   m = config.model
   return dict(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers,
-              dropout_rate=m.dropout_rate)
+              dropout_rate=m.dropout_rate, attention=m.attention,
+              attention_block=m.attention_block)
 
 
 def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> ModelConfig:
@@ -259,6 +261,10 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
   task = get_task(config) if needs_task else None
   cfg = model_cfg or model_config(config, task)
   model = build_model(cfg)
+  keys = config.data.inputs_length + config.data.targets_length if cfg.kind == "decoder" \
+      else max(config.data.inputs_length, config.data.targets_length)
+  logging.info("Attention: %s (model.attention=%s, %d keys per row)",
+               resolve_attention(cfg.attention, keys), cfg.attention, keys)
   tx, schedule = optimizer(config)
   algorithm = make_algorithm(config)
   abstract, shardings = state_shardings(cfg, tx, mesh, rules, algorithm,

@@ -271,9 +271,11 @@ def read_model_config(workdir: str) -> Any:
   if not fn.exists():
     raise MissingError(f"no {MODEL_FILE}; is this an irl_lm workdir?", workdir)
   raw = _read_json(fn)
-  if isinstance(raw, dict) and "family" in raw:  # written before ModelConfig.kind (issue 12)
+  # Older workdirs name the model's family rather than its kind, and carry a value_heads flag
+  # that no ModelConfig has (the algorithm decides the heads): read them as the same model.
+  if isinstance(raw, dict) and "family" in raw:
     raw["kind"] = "encdec" if raw.pop("family") == "t5" else "decoder"
-    raw.pop("value_heads", None)  # the algorithm owns its heads now
+    raw.pop("value_heads", None)
   try:
     return ModelConfig(**raw)
   except TypeError as e:

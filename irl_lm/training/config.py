@@ -15,7 +15,7 @@ from irl_lm import sharding as shd
 from irl_lm.algorithms import ALGORITHMS, algorithm_class
 from irl_lm.decoding.config import default_config as decoding_config
 from irl_lm.errors import ConfigError, unknown_key_error
-from irl_lm.models.config import DTYPES, PRESETS, REMAT_POLICIES
+from irl_lm.models.config import ATTENTION, DTYPES, PRESETS, REMAT_POLICIES
 
 LOSSES = tuple(ALGORITHMS)  # config.loss.name: the registered algorithms
 OPTIMIZERS = ("adamw", "adafactor")
@@ -98,6 +98,10 @@ def _keys() -> dict[str, Any]:
           dtype=one_of(*DTYPES)("float32"),  # compute dtype; parameters stay float32
           remat=one_of(*REMAT_POLICIES)("none"),
           scan_layers=False,
+          # xla | chunked (blockwise, never the whole score matrix) | auto (chunked from
+          # 2048 keys); attention_block: keys and queries per block
+          attention=one_of(*ATTENTION)("xla"),
+          attention_block=POSITIVE(512),
           dropout_rate=Rule(low=0, high=1, high_open=True)(0.0),
       ),
       loss=dict(
