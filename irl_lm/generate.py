@@ -44,7 +44,8 @@ from irl_lm.decoding import default_config, generate, generate_kwargs  # noqa: E
 from irl_lm.decoding.prompts import decode_row, encode_prompt, prompt_batch  # noqa: E402
 from irl_lm.errors import ConfigError, InputError, MissingError  # noqa: E402
 from irl_lm.models import ModelConfig, from_pretrained  # noqa: E402
-from irl_lm.models.hf_io import VALUE_TRUNK_FILE  # noqa: E402
+from irl_lm.models.hf_io import (VALUE_TRUNK_FILE, checkpoint_dir,  # noqa: E402
+                                  tokenizer_home)
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face checkpoint directory.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
@@ -79,7 +80,7 @@ def load(hf_dir: str | None, workdir: str | None, step: int | None, vocab: str |
     from irl_lm.workdir import restore_params
     model, params, target, vocabulary = restore_params(workdir, step=step)
     return model, params, target, load_vocabulary(vocab) if vocab else vocabulary
-  path = vocab or os.path.join(hf_dir, "tokenizer.json")
+  path = vocab or os.path.join(tokenizer_home(hf_dir), "tokenizer.json")
   if not os.path.exists(path):
     raise MissingError("no tokenizer (pass --vocab)", path)
   value_trunk = value_heads and os.path.exists(os.path.join(hf_dir, VALUE_TRUNK_FILE))
@@ -138,7 +139,7 @@ def run(config: ml_collections.ConfigDict, *, input_path: str, output_path: str,
   where = f"--vocab={vocab}" if vocab else f"the tokenizer of {hf_dir or workdir}"
   check_vocabulary(vocabulary, cfg, where)
   if hf_dir is not None:
-    check_special_tokens(vocabulary, hf_dir, f"--hf_dir={hf_dir}, {where}")
+    check_special_tokens(vocabulary, checkpoint_dir(hf_dir), f"--hf_dir={hf_dir}, {where}")
   rows = [encode_prompt(vocabulary, t, cfg.kind) for t in texts]
   width = max(len(r) for r in rows)
   eos = vocabulary.eos_id if dec.eos_id is None else dec.eos_id

@@ -17,7 +17,9 @@ import seqio
 from irl_lm import sharding as shd
 from irl_lm.algorithms import make_algorithm
 from irl_lm.data.vocabularies import HfTokenizerVocabulary
+from irl_lm.errors import InputError
 from irl_lm.models import build_model, save_pretrained
+from irl_lm.models.hf_io import save_peft_adapter
 from irl_lm.models.hf_config import read_json
 from irl_lm.models.hf_io import write_json
 from irl_lm.training.builders import get_task, vocabulary
@@ -52,11 +54,21 @@ def restore_params(workdir: str, step: int | None = None
           algorithm.decode_kwargs(state).get("target_heads"), vocabulary(task))
 
 
-def export(workdir: str, output: str, step: int | None = None) -> list[str]:
-  """Writes the run's model, with the tokenizer files it was trained with; returns notes."""
+def export(workdir: str, output: str, step: int | None = None, adapter: bool = False
+           ) -> list[str]:
+  """Writes the run's model (LoRA adapters merged in), or with ``adapter`` its LoRA
+  adapters in PEFT's format on the run's ``init_from``, with the tokenizer files it was
+  trained with; returns notes."""
   model, params, _, vocabulary = restore_params(workdir, step)
   source = read_config(workdir).model.init_from or None
-  save_pretrained(model, params, output, source=source)
+  if adapter:
+    if source is None:
+      raise InputError("a PEFT adapter needs the base model the run started from, and this "
+                       "run started from no checkpoint (config.model.init_from)",
+                       "--format=peft")
+    save_peft_adapter(model, params, output, source)
+  else:
+    save_pretrained(model, params, output, source=source)
   files: dict[str, str] = {}
   if isinstance(vocabulary, HfTokenizerVocabulary):
     if source is None and vocabulary.bos_id is not None:  # irl_lm wrote the config: its BOS

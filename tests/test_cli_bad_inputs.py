@@ -245,7 +245,7 @@ CASES = [
     Case("config-loss", "main",
          lambda d: [f"--config={ROOT / 'configs' / 'quickstart.py'}:ppo", f"--workdir={d}"],
          r"no such loss \(--config=.*quickstart.py:ppo\): expected one of \('mle', 'iqlearn', "
-         r"'ilql'\) vs found 'ppo'"),
+         r"'ilql', 'gail'\) vs found 'ppo'"),
     Case("learning-rate", "main", _tiny("--config.optimizer.learning_rate=-0.1"),
          r"\(config.optimizer.learning_rate\): expected value >= 0"),
     Case("tau", "main", _tiny("--config.loss.ilql.tau=1.5"),

@@ -13,6 +13,7 @@ from irl_lm.errors import ConfigError
 
 KINDS = ("encdec", "decoder")
 # ``model.remat`` -> jax checkpoint policy of each layer (None: no remat).
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # attention and MLP projections
 ATTENTION = ("xla", "chunked", "auto")  # model.attention (models.attention.attend)
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,
@@ -125,6 +126,11 @@ class ModelConfig:
   # AUTO_CHUNKED_LENGTH keys). Execution only: the numbers agree to float rounding.
   attention: str = "xla"
   attention_block: int = 512
+  # LoRA (models.lora): rank 0 = off; adapters on the named projections of every layer
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_dropout: float = 0.0
+  lora_targets: tuple[str, ...] = ("q", "v")
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -146,6 +152,10 @@ class ModelConfig:
       raise ConfigError(f"model.remat={self.remat!r}: expected one of {tuple(REMAT_POLICIES)}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
+    object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+    if not set(self.lora_targets) <= set(LORA_TARGETS):
+      raise ConfigError(f"model.lora.targets={self.lora_targets!r}: expected names from "
+                        f"{LORA_TARGETS}")
     if self.attention not in ATTENTION:
       raise ConfigError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
     if self.norm not in NORMS:
@@ -178,6 +188,11 @@ class ModelConfig:
   @property
   def kv_heads(self) -> int:
     return self.num_kv_heads or self.num_heads
+
+  @property
+  def lora_scale(self) -> float:
+    """The adapters' output factor, ``lora_alpha / lora_rank`` (0 without LoRA)."""
+    return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
   @property
   def compute_dtype(self) -> Any:

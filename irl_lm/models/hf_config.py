@@ -83,7 +83,9 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
                       found=e.found) from None
 
 
-EXECUTION_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")  # not in config.json
+# How a run executes, and the LoRA adapters it trains: never in config.json.
+EXECUTION_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention", "attention_block",
+                    "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
 
 
 def check_exportable(cfg: ModelConfig) -> None:

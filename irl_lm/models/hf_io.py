@@ -22,6 +22,7 @@ from irl_lm import sharding as shd
 from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
+from irl_lm.models import lora, peft_format
 from irl_lm.models.heads import AUX_HEADS, HEADS, VALUE_TRUNK
 from irl_lm.models.hf_config import (EXECUTION_FIELDS, LFS_POINTER_PREFIX, check_exportable,
                                      check_not_lfs_pointer, from_hf_config, read_json)
@@ -125,6 +126,9 @@ class SafetensorsDir(Mapping[str, np.ndarray]):
     mm = np.memmap(fn, dtype=np.uint8, mode="r", offset=offset + start, shape=(end - start,))
     return mm.view(dtype).reshape(info["shape"])
 
+  def __contains__(self, key: object) -> bool:
+    return key in self._where
+
   def file_of(self, key: str) -> str:
     """The file holding tensor ``key``."""
     return self._where[key][0]
@@ -201,12 +205,50 @@ def _read_trunk(cfg: ModelConfig, tensors: SafetensorsDir, shapes: dict[tuple[st
   return out
 
 
+def peft_base(path: str) -> str | None:
+  """The base checkpoint of a PEFT adapter directory (None if ``path`` is not one): its
+  ``base_model_name_or_path``, read relative to the adapter directory when not absolute."""
+  if not (os.path.isdir(path) and os.path.exists(os.path.join(path, peft_format.CONFIG_FILE))):
+    return None
+  base = peft_format.read_config(path).get("base_model_name_or_path")
+  if not base:
+    raise InputError("the adapter names no base model (base_model_name_or_path)",
+                     os.path.join(path, peft_format.CONFIG_FILE))
+  return base if os.path.isabs(base) else os.path.normpath(os.path.join(path, base))
+
+
+def checkpoint_dir(path: str) -> str:
+  """The directory holding a model's own files: a PEFT adapter's base, else ``path``."""
+  return peft_base(path) or path
+
+
+def tokenizer_home(path: str) -> str:
+  """Where a checkpoint's tokenizer lives: ``path`` when it has one (an export, or an
+  adapter saved with its tokenizer), else its base model's directory."""
+  if any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "spiece.model")):
+    return path
+  return checkpoint_dir(path)
+
+
 def load_hf_config(path: str, **overrides: Any) -> ModelConfig:
-  """``ModelConfig`` of a checkpoint directory (or a lone ``config.json``).
+  """``ModelConfig`` of a checkpoint directory (or a lone ``config.json``), or of a PEFT
+  LoRA adapter directory (its base model's, with the adapter's rank, alpha and targets).
 
   As transformers >= 5 does, a checkpoint that holds its own ``lm_head.weight``
   has an untied head whatever ``tie_word_embeddings`` says (mT5, UMT5).
   """
+  base = peft_base(path)
+  if base is not None:
+    lora_keys = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+    cfg = load_hf_config(base, **{k: v for k, v in overrides.items() if k not in lora_keys})
+    lora = peft_format.lora_overrides(peft_format.read_config(path), cfg)
+    asked = overrides.get("lora_rank", 0)
+    if asked and (asked, tuple(sorted(overrides.get("lora_targets", ())))) != (
+        lora["lora_rank"], lora["lora_targets"]):
+      raise InputError(f"the config asks for LoRA rank {asked} on "
+                       f"{tuple(overrides.get('lora_targets', ()))}, the adapter has rank "
+                       f"{lora['lora_rank']} on {lora['lora_targets']}", path)
+    return cfg.replace(**lora)
   cfg_file = os.path.join(path, "config.json") if os.path.isdir(path) else path
   if not os.path.exists(cfg_file):
     raise MissingError("no config.json", where=path)
@@ -247,8 +289,10 @@ def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool =
     raise MissingError("checkpoint directory not found" if not os.path.exists(path)
                        else "not a checkpoint directory", where=path)
   cfg = load_hf_config(path, dtype=dtype, **overrides)
+  base = peft_base(path)
+  adapter, path = (path, base) if base else (None, path)
   specs, abstract = param_logical_specs(cfg, heads=value_heads, value_trunk=value_trunk)
-  unrolled = cfg.replace(scan_layers=False)
+  unrolled = cfg.replace(scan_layers=False, lora_rank=0)  # the checkpoint's own weights
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
   shapes = {k: tuple(v.shape) for k, v in shapes.items()}
   flat = _read_trunk(cfg, SafetensorsDir(path), shapes, path)
@@ -256,6 +300,17 @@ def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool =
     flat.update(_read_value_trunk(cfg, path, shapes, flat))
   if value_heads:
     flat.update(_read_heads(cfg, path, rng))
+  if cfg.lora_rank:  # a PEFT adapter's, else fresh (B = 0: the base model's numbers)
+    every = traverse_util.flatten_dict(param_logical_specs(
+        cfg.replace(scan_layers=False), value_heads, value_trunk)[1])
+    missing = {k: v for k, v in every.items() if k not in flat}
+    if adapter is not None:
+      trunk = {k: tuple(v.shape) for k, v in missing.items()
+               if k[0] not in (VALUE_TRUNK, HEADS, AUX_HEADS)}
+      flat.update(peft_format.from_peft(cfg, SafetensorsDir(
+          adapter, files=[peft_format.WEIGHTS_FILE]), trunk, adapter))
+      missing = {k: v for k, v in missing.items() if k not in flat}
+    flat.update(lora.fresh_adapters(missing, jax.random.key(0) if rng is None else rng))
   if cfg.scan_layers:
     flat = _stack_layers(flat)
   want = traverse_util.flatten_dict(abstract)
@@ -385,6 +440,8 @@ def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None
   cfg: ModelConfig = model.cfg
   check_exportable(cfg)
   params = {k: v for k, v in params.items() if k != AUX_HEADS}  # training-only heads
+  if cfg.lora_rank:  # the plain model the adapters describe
+    params = lora.merged(params, cfg)
   params = multihost_utils.process_allgather(params, tiled=True)
   flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
   flat = _unstack_layers(flat)
@@ -406,4 +463,25 @@ def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None
               metadata={"format": "pt"})
 
 
-__all__ = ["from_pretrained", "load_hf_config", "save_pretrained", "SafetensorsDir", "Entry"]
+def save_peft_adapter(model: nn.Module, params: Any, path: str, base: str) -> None:
+  """Writes the policy's LoRA adapters as a PEFT adapter of the checkpoint ``base``
+  (``adapter_config.json`` + ``adapter_model.safetensors``) that ``peft`` loads onto
+  transformers' model of ``base``, and ``from_pretrained(path)`` loads back."""
+  cfg: ModelConfig = model.cfg
+  if not cfg.lora_rank:
+    raise InputError("the run trains no LoRA adapters (config.model.lora.rank=0); export the "
+                     "model itself", "--format=peft")
+  trunk = {k: v for k, v in params.items() if k not in (HEADS, VALUE_TRUNK, AUX_HEADS)}
+  trunk = multihost_utils.process_allgather(trunk, tiled=True)
+  flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(trunk).items()}
+  tensors, config = peft_format.to_peft(cfg, _unstack_layers(flat))
+  if jax.process_index() != 0:
+    return
+  os.makedirs(path, exist_ok=True)
+  save_file(tensors, os.path.join(path, peft_format.WEIGHTS_FILE), metadata={"format": "pt"})
+  write_json({**config, "base_model_name_or_path": os.path.abspath(base)},
+             os.path.join(path, peft_format.CONFIG_FILE))
+
+
+__all__ = ["from_pretrained", "load_hf_config", "save_pretrained", "save_peft_adapter",
+           "SafetensorsDir", "Entry"]

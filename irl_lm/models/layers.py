@@ -42,7 +42,9 @@ class DenseGeneral(nn.Module):
   """``x`` contracted over ``axis`` with a kernel of shape in_dims + features.
 
   ``names`` gives the kernel's logical axes (inputs then outputs); the bias,
-  if any, takes the output names.
+  if any, takes the output names. With ``lora_rank > 0`` a LoRA adapter adds
+  ``lora_scale * (dropout(x) A) B`` (``A``: in_dims + (rank,), ``B``: (rank,) +
+  features, zero at init; ``models.lora``).
   """
 
   features: tuple[int, ...]
@@ -51,6 +53,10 @@ class DenseGeneral(nn.Module):
   use_bias: bool = False
   dtype: Any = jnp.float32
   stddev: float = 0.02
+  lora_rank: int = 0
+  lora_scale: float = 0.0
+  lora_dropout: float = 0.0
+  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -64,16 +70,38 @@ class DenseGeneral(nn.Module):
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros, self.names[len(axis):]), self.features, jnp.float32)
       y = y + bias.astype(self.dtype)
+    if self.lora_rank:
+      y = y + self._adapter(x, axis, shape[:len(axis)])
     return y
+
+  def _adapter(self, x: Array, axis: tuple[int, ...], in_shape: tuple[int, ...]) -> Array:
+    n = len(axis)
+    fan_in = int(np.prod(in_shape))
+    a = self.param("lora_a", nn.with_logical_partitioning(
+        nn.initializers.normal(fan_in ** -0.5), self.names[:n] + (None,)),
+        in_shape + (self.lora_rank,), jnp.float32)
+    b = self.param("lora_b", nn.with_logical_partitioning(
+        nn.initializers.zeros, (None,) + self.names[n:]),
+        (self.lora_rank,) + self.features, jnp.float32)
+    h = nn.Dropout(self.lora_dropout)(x, deterministic=self.deterministic)
+    h = lax.dot_general(h.astype(self.dtype), a.astype(self.dtype),
+                        ((axis, tuple(range(n))), ((), ())))
+    h = lax.dot_general(h, b.astype(self.dtype), (((h.ndim - 1,), (0,)), ((), ())))
+    return (self.lora_scale * h).astype(self.dtype)
 
 
 def dense(features: int | Sequence[int], names: Sequence[str | None], cfg: ModelConfig,
           name: str | None = None, *, axis: int | Sequence[int] = -1, use_bias: bool = False,
-          stddev: float = 0.02) -> DenseGeneral:
-  """A ``DenseGeneral`` in the config's compute dtype with float32 parameters."""
+          stddev: float = 0.02, lora: str | None = None,
+          deterministic: bool = True) -> DenseGeneral:
+  """A ``DenseGeneral`` in the config's compute dtype with float32 parameters; ``lora``
+  names the projection (``q``, ``k``, ``v``, ``o``, ``gate``, ``up``, ``down``) that gets
+  an adapter when it is among ``cfg.lora_targets``."""
   feats = (features,) if isinstance(features, int) else tuple(features)
   axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  return DenseGeneral(feats, tuple(names), axes, use_bias, cfg.compute_dtype, stddev, name=name)
+  rank = cfg.lora_rank if lora in cfg.lora_targets else 0
+  return DenseGeneral(feats, tuple(names), axes, use_bias, cfg.compute_dtype, stddev, rank,
+                      cfg.lora_scale, cfg.lora_dropout, deterministic, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -124,14 +152,19 @@ class MLP(nn.Module):
   def __call__(self, x: Array) -> Array:
     cfg = self.cfg
     act, bias = ACTIVATIONS[cfg.activation], cfg.mlp_bias
+    det = self.deterministic
     if cfg.gated_mlp:
-      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0", use_bias=bias)(x)) * dense(
-          cfg.d_ff, ("embed", "mlp"), cfg, "wi_1", use_bias=bias)(x)
+      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0", use_bias=bias, lora="gate",
+                    deterministic=det)(x)) * dense(
+          cfg.d_ff, ("embed", "mlp"), cfg, "wi_1", use_bias=bias, lora="up",
+          deterministic=det)(x)
     else:
-      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi", use_bias=bias)(x))
+      h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi", use_bias=bias, lora="up",
+                    deterministic=det)(x))
     h = constrain(h, ("batch", "length", "mlp"))
-    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    return dense(cfg.d_model, ("mlp", "embed"), cfg, "wo", use_bias=bias)(h)
+    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    return dense(cfg.d_model, ("mlp", "embed"), cfg, "wo", use_bias=bias, lora="down",
+                 deterministic=det)(h)
 
 
 class Attention(nn.Module):
@@ -156,8 +189,9 @@ class Attention(nn.Module):
     ``scale``: the score factor (default ``cfg.attention_scale``)."""
     cfg = self.cfg
     g = cfg.kv_heads
+    det = self.deterministic
     q = dense((cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, "query",
-              use_bias=cfg.qkv_bias)(x)
+              use_bias=cfg.qkv_bias, lora="q", deterministic=det)(x)
     if cfg.qk_norm:
       q = norm(cfg, "query_norm", ("kv",))(q)
     q = constrain(q, ("batch", "length", "heads", "kv"))
@@ -165,9 +199,9 @@ class Attention(nn.Module):
     if project_kv:
       src = x if not self.cross else kv_input
       k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key",
-                use_bias=cfg.qkv_bias)(src)
+                use_bias=cfg.qkv_bias, lora="k", deterministic=det)(src)
       v = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "value",
-                use_bias=cfg.qkv_bias)(src)
+                use_bias=cfg.qkv_bias, lora="v", deterministic=det)(src)
       if cfg.qk_norm:
         k = norm(cfg, "key_norm", ("kv",))(k)
       if rope is not None:
@@ -179,7 +213,7 @@ class Attention(nn.Module):
                  cfg.attn_softcap, cfg.attention, cfg.attention_block)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
     return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
-                 use_bias=cfg.out_bias)(out)
+                 use_bias=cfg.out_bias, lora="o", deterministic=det)(out)
 
   def _cached(self, k: Array | None, v: Array | None,
               cache_index: Array | None) -> tuple[Array, Array]:

@@ -24,7 +24,7 @@ from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
 from irl_lm.models import ModelConfig, build_model, from_pretrained, preset
 from irl_lm.models.attention import resolve as resolve_attention
-from irl_lm.models.hf_io import load_hf_config
+from irl_lm.models.hf_io import checkpoint_dir, load_hf_config, tokenizer_home
 from irl_lm.training.config import JSONL_TASK, validate
 from irl_lm.training.optim import make_optimizer
 from irl_lm.training.state import TrainState, new_state, state_shardings
@@ -34,7 +34,7 @@ from irl_lm.training.step import make_eval_step, make_train_step
 def _jsonl_task(config: ml_collections.ConfigDict) -> seqio.Task:
   """``data.task="jsonl"``: the files of ``data.jsonl``, read now (errors name file and line)."""
   d = config.data
-  path = d.vocabulary_path or config.model.init_from
+  path = d.vocabulary_path or tokenizer_home(config.model.init_from)
   vocab = data.make_vocabulary(d.vocabulary or "hf_tokenizer", path)
   directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
   try:
@@ -61,8 +61,9 @@ def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
   if d.task == JSONL_TASK:
     return _jsonl_task(config)
   if d.vocabulary:
-    path = d.vocabulary_path or (os.path.join(config.model.init_from, "spiece.model")
-                                 if d.vocabulary == "sentencepiece" else config.model.init_from)
+    home = tokenizer_home(config.model.init_from) if config.model.init_from else ""
+    path = d.vocabulary_path or (os.path.join(home, "spiece.model")
+                                 if d.vocabulary == "sentencepiece" else home)
     data.register_paper_tasks(d.vocabulary, path, tfds_data_dir=d.tfds_data_dir or None)
   try:
     return data.get_task(d.task)
@@ -81,7 +82,9 @@ def _execution(config: ml_collections.ConfigDict) -> dict[str, Any]:
   m = config.model
   return dict(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers,
               dropout_rate=m.dropout_rate, attention=m.attention,
-              attention_block=m.attention_block)
+              attention_block=m.attention_block, lora_rank=m.lora.rank,
+              lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
+              lora_targets=tuple(m.lora.targets))
 
 
 def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> ModelConfig:
@@ -108,7 +111,8 @@ def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> 
     raise ConfigError("model vocabulary smaller than the task's", where,
                       expected=f"vocab_size >= {vocab.vocab_size}", found=cfg.vocab_size)
   if m.init_from and vocab is not None:
-    check_special_tokens(vocab, m.init_from, f"{where}, the task {task.name!r}'s vocabulary")
+    check_special_tokens(vocab, checkpoint_dir(m.init_from),
+                         f"{where}, the task {task.name!r}'s vocabulary")
     # Of the checkpoint's EOS ids, the one its tokenizer ends rows with is where sampling stops.
     cfg = dataclasses.replace(cfg, eos_id=vocab.eos_id)
   return cfg
@@ -215,7 +219,8 @@ class Run:
 
     def make(p: Any) -> TrainState:
       p = algo.complete_params(self.model_cfg, p, init_rng)
-      return new_state(p, self.tx, state_rng, algo.init_extra(p, extra, **startup))
+      return new_state(p, self.tx, state_rng, algo.init_extra(p, extra, **startup),
+                       self.model_cfg)
 
     if params is None:
       init = algo.param_init_fn(self.model_cfg)

@@ -15,7 +15,7 @@ from irl_lm import sharding as shd
 from irl_lm.algorithms import ALGORITHMS, algorithm_class
 from irl_lm.decoding.config import default_config as decoding_config
 from irl_lm.errors import ConfigError, unknown_key_error
-from irl_lm.models.config import ATTENTION, DTYPES, PRESETS, REMAT_POLICIES
+from irl_lm.models.config import ATTENTION, DTYPES, LORA_TARGETS, PRESETS, REMAT_POLICIES
 
 LOSSES = tuple(ALGORITHMS)  # config.loss.name: the registered algorithms
 OPTIMIZERS = ("adamw", "adafactor")
@@ -29,6 +29,7 @@ class Rule:
   strict). The key's type is its default's."""
 
   choices: tuple[Any, ...] | None = None
+  subset: tuple[Any, ...] | None = None  # a list whose items are all among these
   low: float | None = None
   high: float | None = None
   low_open: bool = False
@@ -43,6 +44,11 @@ class Rule:
       if v not in self.choices:
         raise ConfigError("invalid choice", f"config.{key}",
                           expected=f"one of {sorted(self.choices)}", found=repr(v))
+      return
+    if self.subset is not None:
+      if not v or not set(v) <= set(self.subset):
+        raise ConfigError("invalid choice", f"config.{key}",
+                          expected=f"some of {list(self.subset)}", found=repr(v))
       return
     low, high = self.low, self.high
     ok = ((low is None or (v > low if self.low_open else v >= low))
@@ -102,6 +108,11 @@ def _keys() -> dict[str, Any]:
           # 2048 keys); attention_block: keys and queries per block
           attention=one_of(*ATTENTION)("xla"),
           attention_block=POSITIVE(512),
+          # LoRA: rank 0 = full fine-tuning; adapters on the named projections (q, k, v, o,
+          # gate, up, down), base frozen; the algorithm's heads still train
+          lora=dict(rank=NON_NEGATIVE(0), alpha=POSITIVE(16.0),
+                    dropout=Rule(low=0, high=1, high_open=True)(0.0),
+                    targets=Rule(subset=LORA_TARGETS)(("q", "v"))),
           dropout_rate=Rule(low=0, high=1, high_open=True)(0.0),
       ),
       loss=dict(

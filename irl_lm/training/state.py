@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from irl_lm import sharding as shd
 from irl_lm.algorithms import Algorithm
 from irl_lm.algorithms.base import BatchShapes
-from irl_lm.models import ModelConfig
+from irl_lm.models import ModelConfig, lora
 
 # Checkpoints written before the algorithms had their own state held these fields at the
 # top of the state tree (None when unused); saving keeps that layout so old and new
@@ -56,10 +56,14 @@ class TrainState:
 
 
 def new_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array,
-              extra: dict[str, Any] | None = None) -> TrainState:
-  """The state at step 0 for the given parameters and algorithm state."""
+              extra: dict[str, Any] | None = None, cfg: ModelConfig | None = None
+              ) -> TrainState:
+  """The state at step 0 for the given parameters and algorithm state; the optimizer
+  holds state for what trains (with ``cfg``'s LoRA, the adapters and the algorithm's own
+  parameters)."""
   zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
+  trainable = lora.partition(params, cfg)[0] if cfg is not None else params
+  return TrainState(step=zero, params=params, opt_state=tx.init(trainable), rng=rng,
                     nonfinite=zero, skipped=zero, extra=extra or {})
 
 
@@ -75,14 +79,17 @@ def state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Me
   """
   specs, abstract_params, p_shard = algorithm.param_shardings(cfg, mesh, rules)
   extra, extra_shard = algorithm.extra_state(batch_shapes, abstract_params, p_shard, mesh, rules)
-  abstract = jax.eval_shape(lambda p: new_state(p, tx, jax.random.PRNGKey(0)), abstract_params)
+  abstract = jax.eval_shape(lambda p: new_state(p, tx, jax.random.PRNGKey(0), cfg=cfg),
+                            abstract_params)
   abstract = abstract.replace(extra=extra)
+  train_specs, train_params = lora.partition(specs, cfg)[0], lora.partition(abstract_params,
+                                                                             cfg)[0]
 
   def mirror(leaf: Any, spec: Any, param: Any) -> Any:
     return spec if getattr(leaf, "shape", None) == param.shape else None
 
   opt_specs = optax.tree_map_params(
-      tx, mirror, abstract.opt_state, specs, abstract_params,
+      tx, mirror, abstract.opt_state, train_specs, train_params,
       transform_non_params=lambda _: None,
       is_leaf=lambda x: isinstance(x, P) or x is None)
   opt_shard = shd.logical_shardings(opt_specs, abstract.opt_state, mesh, rules)

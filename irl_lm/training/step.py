@@ -16,11 +16,12 @@ import optax
 
 from irl_lm.algorithms import Algorithm
 from irl_lm.algorithms.base import Batch, LossFn, Metrics
+from irl_lm.models import lora
 from irl_lm.training.state import TrainState
 
 
-def _grads(loss_fn: LossFn, state: TrainState, extra: dict[str, Any], batch: Batch,
-           rng: jax.Array, accum: int):
+def _grads(loss_fn: LossFn, params: Any, frozen: Any, state: TrainState, extra: dict[str, Any],
+           batch: Batch, rng: jax.Array, accum: int):
   """Loss, metrics and gradients.
 
   With ``accum`` > 1 the batch is split into microbatches whose results are
@@ -28,15 +29,15 @@ def _grads(loss_fn: LossFn, state: TrainState, extra: dict[str, Any], batch: Bat
   masked mean (every loss term is a mean over the same action positions).
   """
   updates = _update_count(state.opt_state)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(lambda p, *a: loss_fn(lora.combine(p, frozen), *a),
+                               has_aux=True)
   if accum == 1:
-    (loss, metrics), grads = grad_fn(state.params, extra, batch, rng, updates)
+    (loss, metrics), grads = grad_fn(params, extra, batch, rng, updates)
     return loss, metrics, grads
   micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
 
   def one(mb, i):
-    (loss, metrics), grads = grad_fn(state.params, extra, mb, jax.random.fold_in(rng, i),
-                                     updates)
+    (loss, metrics), grads = grad_fn(params, extra, mb, jax.random.fold_in(rng, i), updates)
     n = jnp.sum(mb["decoder_loss_weights"] > 0).astype(jnp.float32)
     return jax.tree.map(lambda x: x * n, (loss, metrics, grads)), n
 
@@ -70,11 +71,12 @@ def make_train_step(model: nn.Module, algorithm: Algorithm, optimizer: ml_collec
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
     extra, batch, prep_metrics = prepare(state.extra, state.params, batch, state.step, rng)
-    loss, metrics, grads = _grads(loss_fn, state, extra, batch, rng, accum)
+    trainable, frozen = lora.partition(state.params, model.cfg)
+    loss, metrics, grads = _grads(loss_fn, trainable, frozen, state, extra, batch, rng, accum)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    params = lora.combine(optax.apply_updates(trainable, updates), frozen)
     applied = tx.has_updated(opt_state) if multisteps else jnp.bool_(True)
     extra = algorithm.finish(state.extra, extra, params, finite, applied,
                              _update_count(opt_state))
