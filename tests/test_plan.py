@@ -90,6 +90,11 @@ def test_a_step_the_tpu_compiler_refuses_is_planned_as_not_fitting():
   assert plan.table().splitlines()[-1].split(None, 1) == ["note", note]
   with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
     planner._compile(_Refusing("INTERNAL: something else"), arguments=1, donated=0)
+  short = ("RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: XLA:TPU compile permanent error. Ran "
+           "out of memory in memory space hbm. Used 15.77G of 15.75G hbm. Exceeded hbm "
+           "capacity by 21.58M.")
+  memory, _, _ = planner._compile(_Refusing(short), arguments=3 * 2**30, donated=2**30)
+  assert memory[2] == int(15.77 * 2**30) - 3 * 2**30  # the total is what the compiler used
 
 
 def test_a_plan_needs_no_vocabulary_file():
@@ -107,3 +112,12 @@ def test_a_plan_needs_no_vocabulary_file():
   validate(config, data=False)
   run = build_run(config, devices=jax.devices()[:8], with_task=False)
   assert run.task is None and run.model_cfg.d_model == 2048
+
+
+def test_an_eval_batch_that_does_not_split_over_the_mesh_is_one_line():
+  c = tiny_config("mle", mesh=(2, 1, 1), num_devices=2)
+  c.eval.batch_size = 3
+  with pytest.raises(ValueError, match=r"the eval batch does not split over the mesh "
+                     r"\(config.eval.batch_size\): expected a multiple of 2 \(the devices the "
+                     r"batch axes span\) vs found 3"):
+    plan_decode(c, jax.devices()[:2], 2 ** 30)

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
+from irl_lm.errors import ConfigError
 from irl_lm.models import trunks
 from irl_lm.planning.devices import GIB, parse_memory
 from irl_lm.training import flops
@@ -91,6 +92,9 @@ def _memory(compiled: Any) -> tuple[int, int, int, int]:
 
 
 _REFUSED = re.compile(r"RESOURCE_EXHAUSTED.*?HLO temporaries \(([\d.]+[KMGT]?)\)", re.S)
+# The compiler's shorter form names only the total it would have used.
+_REFUSED_TOTAL = re.compile(r"RESOURCE_EXHAUSTED.*?Used ([\d.]+[KMGT]?) of [\d.]+[KMGT]? hbm",
+                            re.S)
 
 
 def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
@@ -106,9 +110,10 @@ def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
     m = _REFUSED.search(str(e))
-    if m is None:
+    total = _REFUSED_TOTAL.search(str(e))
+    if m is None and total is None:
       raise
-    temp = parse_memory(m.group(1))
+    temp = parse_memory(m.group(1)) if m else max(0, parse_memory(total.group(1)) - arguments)
     return (arguments, donated, temp, donated), float("nan"), str(e).split("\n")[0][:200]
   return _memory(compiled), _xla_flops(compiled), ""
 
@@ -158,6 +163,11 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
   # ILQL decodes with its value heads in memory (the step below updates the trunks' caches).
   _, abstract_params, p_shard = run.algorithm.param_shardings(cfg, mesh, rules)
   b = config.eval.batch_size
+  rows = shd.batch_shards(mesh, rules)
+  if b % rows:
+    raise ConfigError("the eval batch does not split over the mesh", "config.eval.batch_size",
+                      expected=f"a multiple of {rows} (the devices the batch axes span)",
+                      found=b)
   d = config.data
   encdec = cfg.kind == "encdec"
   max_len = d.targets_length if encdec else d.inputs_length + d.targets_length
