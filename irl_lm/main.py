@@ -21,10 +21,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
   cli.no_arguments(argv)
-  from irl_lm.training.config import validate
+  from irl_lm.training.config import check_present, validate
   from irl_lm.training.distributed import maybe_initialize
   from irl_lm.training.preemption import EXIT_PREEMPTED, Preempted
   from irl_lm.training.trainer import train_and_evaluate
+  check_present(FLAGS.config)  # everything missing in one message, before validate's first
   validate(FLAGS.config)
   check_workdir(FLAGS.workdir)
   maybe_initialize(FLAGS.config.distributed)

@@ -16,13 +16,13 @@ import seqio
 
 from irl_lm import sharding as shd
 from irl_lm.algorithms import make_algorithm
-from irl_lm.data.vocabularies import HfTokenizerVocabulary
+from irl_lm.data.vocabularies import EmbeddedVocabulary, HfTokenizerVocabulary
 from irl_lm.errors import InputError
-from irl_lm.models import build_model, save_pretrained
-from irl_lm.models.hf_io import save_peft_adapter
+from irl_lm.models import base_record, build_model, lora, save_pretrained
+from irl_lm.models.hf_io import checkpoint_dir, save_peft_adapter
 from irl_lm.models.hf_config import read_json
 from irl_lm.models.hf_io import write_json
-from irl_lm.training.builders import get_task, vocabulary
+from irl_lm.training.builders import base_outside, get_task, initial_params, vocabulary
 from irl_lm.training.checkpoints import (Checkpointer, read_config, read_model_config,
                                         restore_fields)
 
@@ -44,13 +44,21 @@ def restore_params(workdir: str, step: int | None = None
   algorithm = make_algorithm(config)
   _, abstract, shardings = algorithm.param_shardings(model_cfg, mesh, tuple(config.mesh.rules))
   extra, extra_shardings = algorithm.inference_state(abstract, shardings)
+  outside = base_outside(config, model_cfg)
+  if outside:  # the frozen base is init_from's: the same bytes the run trained on
+    base_record.check(workdir, checkpoint_dir(config.model.init_from), "this run")
+    abstract, shardings = (lora.partition(t, model_cfg)[0] for t in (abstract, shardings))
   ckpt = Checkpointer(workdir, config.train)
   try:
     state = restore_fields(ckpt, step, {"params": abstract, **extra},
                            {"params": shardings, **extra_shardings})
   finally:
     ckpt.close()
-  return (build_model(model_cfg), state.pop("params"),
+  params = state.pop("params")
+  if outside:
+    frozen = initial_params(config, algorithm, mesh, tuple(config.mesh.rules))
+    params = lora.combine(params, lora.partition(frozen, model_cfg)[1])
+  return (build_model(model_cfg), params,
           algorithm.decode_kwargs(state).get("target_heads"), vocabulary(task))
 
 
@@ -79,6 +87,8 @@ def export(workdir: str, output: str, step: int | None = None, adapter: bool = F
     files["tokenizer.json"] = vocabulary.path
   elif isinstance(vocabulary, seqio.SentencePieceVocabulary):
     files = {"spiece.model": vocabulary.sentencepiece_model_file}
+  elif isinstance(vocabulary, EmbeddedVocabulary):
+    vocabulary.save_tokenizer(output)  # the built-in words as a tokenizer.json
   else:
     return [f"the run's {type(vocabulary).__name__} has no tokenizer file: generate from the "
             f"export with --vocab, or from the run with --workdir={workdir}"]

@@ -234,6 +234,26 @@ CASES = [
          r"\(config.data.batch_size\): expected value > 0 vs found 0"),
     Case("keep-negative", "main", _tiny("--config.train.keep_checkpoints=-1"),
          r"\(config.train.keep_checkpoints\): expected value >= 0 vs found -1"),
+    Case("attention-cudnn-on-cpu", "main", _tiny("--config.model.attention=cudnn",
+                                                 "--config.model.dtype=bfloat16"),
+         r"cuDNN's fused attention needs a GPU \(this run's devices are cpu\) "
+         r"\(config.model.attention='cudnn'\): expected xla or chunked"),
+    Case("attention-splash-t5", "main", _tiny("--config.model.attention=splash"),
+         r"the splash kernel runs on TPUs only \(this run's devices are cpu\)"),
+    Case("bf16-base-without-lora", "main", _tiny("--config.model.param_dtype=bfloat16"),
+         r"model.param_dtype='bfloat16' stores a LoRA run's frozen base; without LoRA every "
+         r"parameter trains and stays float32"),
+    Case("lora-target-the-model-lacks", "main", _tiny("--config.model.size=gpt2-tiny",
+                                                      "--config.model.lora.rank=4",
+                                                      "--config.model.lora.targets=('q','gate')"),
+         r"model.lora.targets names 'gate', which a gpt2 model lacks \(its MLP has no gate "
+         r"projection\): expected names from \('q', 'k', 'v', 'o', 'up', 'down'\)"),
+    Case("xsum-everything-missing", "main",
+         lambda d: [f"--config={ROOT / 'configs' / 'iqlearn_xsum.py'}", f"--workdir={d / 'run'}",
+                    f"--config.data.tfds_data_dir={d / 'tfds'}"],
+         r"^error: this run needs 2 things that are not here: +1\. config.data.vocabulary="
+         r"'sentencepiece' needs config.data.vocabulary_path .* +2\. TFDS dataset 'xsum' is not "
+         r"prepared in .*/tfds\. XSUM needs a manual download"),
     Case("model-size", "main", _tiny("--config.model.size=t5-huge"),
          r"invalid choice \(config.model.size\): expected one of .* vs found 't5-huge'"),
     Case("loss-name", "main", _tiny("--config.loss.name=ppo"),

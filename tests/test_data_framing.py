@@ -248,3 +248,43 @@ def test_an_export_carries_the_runs_tokenizer(tmp_path):
     cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
     texts.append(json.loads(out.read_text())["samples"])
   assert texts[0] == texts[1]
+
+
+def test_an_export_of_the_built_in_vocabulary_carries_it_as_a_tokenizer(tmp_path):
+  """A quickstart-style run (T5, the embedded word vocabulary): the export holds that
+  vocabulary as tokenizer.json, which encodes and decodes every embedded text as the built-in
+  vocabulary does, and which generate --hf_dir and transformers' AutoTokenizer use to write
+  the text generate --workdir writes."""
+  import itertools
+
+  from transformers import AutoTokenizer
+
+  from irl_lm.data.vocabularies import EmbeddedVocabulary, HfTokenizerVocabulary
+  from irl_lm.workdir import export
+  from training_utils import tiny_config
+  c = tiny_config("mle", steps=2)
+  c.train.checkpoint_every = 2
+  train_and_evaluate(c, str(tmp_path / "run"))
+  assert export(str(tmp_path / "run"), str(tmp_path / "export")) == []
+  ours = EmbeddedVocabulary()
+  theirs = HfTokenizerVocabulary(str(tmp_path / "export" / "tokenizer.json"))
+  auto = AutoTokenizer.from_pretrained(str(tmp_path / "export"))
+  assert theirs.eos_id == auto.eos_token_id == ours.eos_id
+  for name in ("embedded_summarize", "embedded_arithmetic", "embedded_ilql"):
+    rows = data.get_task(name).source.get_dataset("validation", shuffle=False)
+    for ex in itertools.islice(rows.as_numpy_iterator(), 50):
+      for text in (v.decode() for v in ex.values() if isinstance(v, bytes)):
+        ids = ours.encode(text)
+        assert theirs.encode(text) == ids == auto.encode(text, add_special_tokens=False)
+        assert theirs.decode(ids + [1, 0]) == ours.decode(ids) == \
+            auto.decode(ids + [1, 0], skip_special_tokens=True)
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("summarize: the cat sat on the mat. the dog ran 12 miles.\n")
+  config = ml_collections.ConfigDict({"decoding": default_config()})
+  config.decoding.max_new_tokens = 8
+  texts = []
+  for kw in (dict(workdir=str(tmp_path / "run")), dict(hf_dir=str(tmp_path / "export"))):
+    out = tmp_path / "out.jsonl"
+    cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
+    texts.append(json.loads(out.read_text())["samples"])
+  assert texts[0] == texts[1]

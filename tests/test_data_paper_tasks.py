@@ -91,3 +91,39 @@ def test_gsm8k_calculator_annotations_are_dropped():
 def test_paper_tasks_reject_the_embedded_vocabulary():
   with pytest.raises(ValueError, match="'sentencepiece' or 'hf_tokenizer'"):
     register_paper_tasks("embedded", None)
+
+
+def test_a_paper_task_run_lists_everything_missing_in_one_error(tmp_path):
+  """The headline command without its files: one error lists the vocabulary (or the
+  init_from directory) and the unprepared TFDS data, each with how to fix it."""
+  import importlib.util
+
+  from irl_lm.errors import ConfigError, MissingError
+  from irl_lm.training.config import check_present
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "iqlearn_xsum.py")
+  spec = importlib.util.spec_from_file_location("iqlearn_xsum", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.data.tfds_data_dir = str(tmp_path)
+  with pytest.raises(MissingError) as err:
+    check_present(c)
+  lines = str(err.value).splitlines()
+  assert lines[0] == "this run needs 2 things that are not here:"
+  assert lines[1] == ("  1. config.data.vocabulary='sentencepiece' needs "
+                      "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
+                      "directory with spiece.model / tokenizer.json) (config.data.vocabulary_path)")
+  assert lines[2] == f"  2. TFDS dataset 'xsum' is not prepared in {tmp_path}."
+  assert f"       tfds build xsum --data_dir={tmp_path} --manual_dir=MANUAL_DIR" in lines
+  c.model.init_from = "/models/flan-t5-base"
+  with pytest.raises(MissingError) as err:
+    check_present(c)
+  assert str(err.value).splitlines()[1] == ("  1. checkpoint directory not found "
+                                            "(config.model.init_from='/models/flan-t5-base')")
+  c.model.init_from = ""
+  (tmp_path / "xsum" / "1.1.0").mkdir(parents=True)
+  (tmp_path / "xsum" / "1.1.0" / "dataset_info.json").write_text(
+      '{"name": "xsum", "version": "1.1.0"}')
+  with pytest.raises(ConfigError, match=r"^config.data.vocabulary='sentencepiece' needs "):
+    check_present(c)  # the data is there: one thing missing, said as before

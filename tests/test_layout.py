@@ -3,6 +3,8 @@ the dependency rules it states hold (checked on the imports themselves)."""
 import ast
 import os
 import re
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUT = open(os.path.join(ROOT, "docs", "layout.md"), encoding="utf-8").read()
@@ -136,3 +138,23 @@ def test_only_the_algorithms_name_an_algorithm():
     if not path.startswith(tuple(os.path.join("irl_lm", p) for p in
                                  ("algorithms", "models", "decoding"))):
       assert not keys.search(text), f"{path} names {keys.search(text).group(0)}"
+
+
+def test_models_algorithms_and_the_train_step_need_no_tensorflow():
+  """An accelerator image without TensorFlow or seqio can build and run the trainer's step
+  (``build_run`` without a task); only the data pipeline needs them, and says so."""
+  code = ("import sys\n"
+          "for m in ('tensorflow', 'seqio', 'tensorflow_datasets', 'tensorflow_text'):\n"
+          "  sys.modules[m] = None  # as if not installed\n"
+          "from irl_lm.training.builders import build_run\n"
+          "from irl_lm.training.config import base_config\n"
+          "c = base_config(); c.model.size = 't5-tiny'; c.model.vocab_size = 128\n"
+          "c.data.batch_size = 8; c.mesh.num_devices = 1\n"
+          "run = build_run(c, with_task=False); run.init_state()\n"
+          "import irl_lm.data as d\n"
+          "try:\n  d.BatchIterator\nexcept ImportError as e:\n  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == ("irl_lm.data.BatchIterator needs tensorflow and seqio, which "
+                                "are not installed (pip install -e . installs them)")

@@ -2,6 +2,7 @@
 export back byte for byte, only adapters and algorithm parameters train, runs shard and
 resume, plans shrink, and bad settings are refused in one line."""
 import os
+import re
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file
 
 from irl_lm import data
-from irl_lm.models import from_pretrained, save_pretrained
+from irl_lm.models import base_record, from_pretrained, save_pretrained
 from irl_lm.models.hf_io import save_peft_adapter
 from irl_lm.models.peft_format import CONFIG_FILE, WEIGHTS_FILE, read_config
 from irl_lm.planning import plan_train
@@ -85,7 +86,9 @@ def test_the_merged_export_is_the_adapted_model(tmp_path):
 def lora_config(loss="mle", size="gpt2-tiny", **kw):
   c = tiny_config(loss, **kw)
   c.model.size = size
-  c.model.lora.rank, c.model.lora.targets = 4, ALL
+  c.model.lora.rank = 4
+  c.model.lora.targets = ALL if not size.startswith("gpt2") else tuple(t for t in ALL
+                                                                        if t != "gate")
   if loss == "gail":
     c.data.pack = False
   return c
@@ -205,3 +208,108 @@ def test_a_lora_run_exports_an_adapter_that_generates_the_runs_text_and_starts_a
   got = traverse_util.flatten_dict(jax.device_get(started.initial_params()))
   for k, v in traverse_util.flatten_dict(jax.device_get(params)).items():
     np.testing.assert_array_equal(got[k], v, err_msg="/".join(k))
+  saved = Checkpointer(run, c.train).saved_shapes(3)  # the adapters, never the frozen base
+  params = [k for k in saved if k.startswith("params")]
+  assert params and all("lora_" in k for k in params), params
+  assert json.loads((tmp_path / "run" / base_record.RECORD_FILE).read_text())["sha256"] == \
+      base_record.fingerprint(FIXTURE)
+  assert json.loads((tmp_path / "adapter" / base_record.RECORD_FILE).read_text()) == \
+      json.loads((tmp_path / "run" / base_record.RECORD_FILE).read_text())
+
+
+def test_a_changed_base_model_is_refused_naming_both_and_nothing_is_touched(tmp_path):
+  """A LoRA run resumed, generated from or exported on a base whose weights changed since
+  it trained stops in one line that names both, and its checkpoints stay as they were."""
+  import shutil
+
+  from safetensors.numpy import save_file
+
+  from irl_lm.errors import InputError
+  from irl_lm.workdir import export
+  from test_data_framing import FIXTURE, jsonl_config
+  base = str(tmp_path / "base")
+  shutil.copytree(FIXTURE, base)
+  c = jsonl_config(fixture=base)
+  c.train.steps, c.train.checkpoint_every = 2, 2
+  c.model.lora.rank = 4
+  run = str(tmp_path / "run")
+  train_and_evaluate(c, run)
+  weights = os.path.join(base, "model.safetensors")
+  tensors = load_file(weights)
+  name = sorted(tensors)[0]
+  tensors[name] = tensors[name] + 1e-3
+  save_file(tensors, weights)
+  before = sorted(os.listdir(os.path.join(run, "checkpoints")))
+  c.train.steps = 4
+  why = (r"the base model differs from the one this run was trained on: \S+/base hashes to "
+         r"sha256 [0-9a-f]{16}, this run's was \S+/base with sha256 [0-9a-f]{16}")
+  with pytest.raises(InputError, match=why):
+    train_and_evaluate(c, run)
+  with pytest.raises(InputError, match=why):
+    export(run, str(tmp_path / "merged"))
+  assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == before
+  assert not os.path.exists(tmp_path / "merged")
+
+
+def test_an_adapter_of_another_base_model_is_refused_naming_both(tmp_path):
+  """An adapter whose shapes do not fit the base it names, and an adapter irl_lm exported
+  whose recorded base no longer hashes the same: one line each, naming adapter and base."""
+  import json
+  import shutil
+
+  from safetensors.numpy import save_file
+
+  from irl_lm.errors import InputError
+  src = os.path.join(FIXTURES, "peft", "llama_gqa")
+  other = tmp_path / "other"
+  shutil.copytree(src, other)
+  config = json.loads((other / CONFIG_FILE).read_text())
+  wide = os.path.join(FIXTURES, "models", "gemma")  # head_dim 16, not 8
+  (other / CONFIG_FILE).write_text(json.dumps({**config, "base_model_name_or_path": wide}))
+  with pytest.raises(InputError, match=(
+      r"the adapter was made for another base model: its "
+      r"'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight' has shape \(32, 4\), "
+      rf"the base model {re.escape(wide)} needs \(64, 4\) \({re.escape(str(other))}\)")):
+    from_pretrained(str(other))
+  base = tmp_path / "base"
+  shutil.copytree(os.path.join(FIXTURES, "models", "llama_gqa"), base)
+  model, params = from_pretrained(src)
+  save_peft_adapter(model, params, str(tmp_path / "exported"), str(base))
+  from_pretrained(str(tmp_path / "exported"))  # its own base: loads
+  tensors = load_file(str(base / "model.safetensors"))
+  name = sorted(tensors)[0]
+  save_file({**tensors, name: tensors[name] * 2}, str(base / "model.safetensors"))
+  with pytest.raises(InputError, match=(
+      rf"the base model differs from the one this adapter was trained on: {re.escape(str(base))} "
+      r"hashes to sha256 [0-9a-f]{16}, this adapter's was \S+ with sha256 [0-9a-f]{16}")):
+    from_pretrained(str(tmp_path / "exported"))
+
+
+def test_a_bfloat16_base_halves_the_frozen_bytes_and_computes_the_rounded_base(tmp_path):
+  """``model.param_dtype='bfloat16'``: the frozen base is stored in bfloat16, adapters and
+  heads stay float32 (and alone have optimizer state); step 0 computes exactly what a
+  float32 run on the bfloat16-rounded base does; without LoRA it is refused."""
+  import jax.numpy as jnp
+  config = lora_config("ilql", size="t5-tiny")
+  config.model.param_dtype = "bfloat16"
+  run = builders.build_run(config)
+  state = run.init_state()
+  flat = traverse_util.flatten_dict(state.params)
+  for k, v in flat.items():
+    trains = k[-1] in ("lora_a", "lora_b") or k[0] == "heads"
+    assert v.dtype == (jnp.float32 if trains else jnp.bfloat16), k
+  full = builders.build_run(lora_config("ilql", size="t5-tiny"))
+  rounded = jax.tree.map(lambda x: np.asarray(x, np.float32), state.params)  # a copy
+  it = data.BatchIterator(run.task, "train", run.kind, {"inputs": 32, "targets": 16},
+                          config.data.batch_size, seed=0)
+  batch = next(it)
+  _, m16 = run.train_step(state, run.shard_batch(batch))
+  _, m32 = full.train_step(full.init_state(rounded), full.shard_batch(batch))
+  np.testing.assert_allclose(float(m16["loss"]), float(m32["loss"]), rtol=1e-6)
+  frozen = lambda r: sum(x.size * x.dtype.itemsize for k, x in traverse_util.flatten_dict(
+      r.state_abstract.params).items() if k[-1] not in ("lora_a", "lora_b") and k[0] != "heads")
+  assert frozen(run) * 2 == frozen(full)
+  config.model.lora.rank = 0
+  with pytest.raises(ValueError, match=r"model.param_dtype='bfloat16' stores a LoRA run's "
+                     r"frozen base; without LoRA every parameter trains and stays float32"):
+    builders.build_run(config)

@@ -30,6 +30,9 @@ class FakeRun:
   def shard_batch(self, batch):
     return batch
 
+  def saved(self, state):
+    return state.saved()
+
   def train_step(self, state, batch):
     self.n += 1
     self.events.append(("dispatch", self.n))

@@ -29,7 +29,6 @@ import ml_collections
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
-from irl_lm.data.checks import has_rewards
 from irl_lm.errors import ConfigError
 from irl_lm.models import (AUX_HEADS, AuxHeads, ModelConfig, aux_heads_init_fn, param_init_fn,
                            param_shardings)
@@ -95,6 +94,7 @@ class Algorithm:
   def check_data(self, task: Any, split: str, key: str) -> None:
     """Raises ``ConfigError`` when ``task``'s ``split`` lacks what this algorithm reads."""
     if self.needs_rewards:
+      from irl_lm.data.checks import has_rewards  # pylint: disable=import-outside-toplevel
       if not has_rewards(task, split):
         raise ConfigError(f"config.loss.name={self.name!r} needs reward-labelled data", key,
                           expected="a task with a 'reward' or 'turn_rewards' column",

@@ -75,9 +75,10 @@ class ILQL(Algorithm):
 
   @classmethod
   def check_config(cls, flat: dict[str, Any]) -> None:
-    if flat["data.task"] == "jsonl" and not flat["data.jsonl.fields.reward"]:
+    task = flat["data.task"]
+    if task in ("jsonl", "hf_dataset") and not flat[f"data.{task}.fields.reward"]:
       raise ConfigError("ILQL learns from rewards, but the rows have none",
-                        "config.data.jsonl.fields.reward",
+                        f"config.data.{task}.fields.reward",
                         expected="the name of the reward field", found="''")
 
   def startup(self, task: Any) -> dict[str, Any]:

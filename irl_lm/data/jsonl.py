@@ -140,11 +140,18 @@ def parse_line(line: str, chat_template: ChatTemplate | None = None,
     raise InputError(f"invalid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(row, dict):
     raise InputError(f"expected a JSON object, got {type(row).__name__}")
-  if fields.messages in row:
+  return parse_row(row, chat_template, fields)
+
+
+def parse_row(row: Mapping[str, Any], chat_template: ChatTemplate | None = None,
+              fields: Fields = DEFAULT_FIELDS) -> Row:
+  """``parse_line`` of a row already read (a JSON object, or a row of a Hugging Face
+  dataset): the same fields, the same checks."""
+  if fields.messages in row and row[fields.messages] is not None:
     if chat_template is None:
       raise no_template_error()
     prompt, turns = chat_turns(row[fields.messages], chat_template)
-  elif fields.turns in row:
+  elif fields.turns in row and row[fields.turns] is not None:
     prompt, turns = _multi_turn(row[fields.turns], fields.turns)
   else:
     prompt, turns = _single_turn(row, fields)
@@ -184,7 +191,7 @@ def read_jsonl(path: str, skip_invalid: bool = False, chat_template: ChatTemplat
     logging.warning("Skipped %d malformed line(s) in %s; first: %s", len(skipped), path, skipped[0])
   if not rows:
     raise JsonlFormatError(f"{path}: no valid rows")
-  return _to_columns(rows), skipped
+  return to_columns(rows), skipped
 
 
 def _decode(raw: bytes, offset: int, first: bool) -> str:
@@ -196,7 +203,8 @@ def _decode(raw: bytes, offset: int, first: bool) -> str:
                      f"{offset + e.start} of the file") from None
 
 
-def _to_columns(rows: list[Row]) -> dict[str, np.ndarray]:
+def to_columns(rows: list[Row]) -> dict[str, np.ndarray]:
+  """The columns ``InMemorySource`` serves, from parsed rows."""
   width = max(len(turns) for _, turns, _ in rows)
   texts = np.full((len(rows), width), "", dtype=object)
   is_action = np.zeros((len(rows), width), np.int32)

@@ -25,6 +25,7 @@ from irl_lm import metrics
 from irl_lm.data import preprocessors
 from irl_lm.data.postprocessors import strip_text
 from irl_lm.data.registry import add_task
+from irl_lm.data import tfds_source
 from irl_lm.data.tfds_source import PreparedTfdsSource
 from irl_lm.data.vocabularies import make_vocabulary
 from irl_lm.errors import ConfigError
@@ -58,6 +59,16 @@ PAPER_TASKS = {
         ("translate German to English: {de}", "{en}"), ("German: {de}\nEnglish:", " {en}"),
         (metrics.bleu,)),
 }
+
+
+def not_prepared(task: str, data_dir: str | None) -> str | None:
+  """How to prepare the paper task ``task``'s TFDS data in ``data_dir`` (None: prepared, or
+  ``task`` is no paper task)."""
+  if task not in PAPER_TASKS:
+    return None
+  return tfds_source.not_prepared(PAPER_TASKS[task].tfds_name, data_dir)
+
+
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 

@@ -20,6 +20,7 @@ from irl_lm import metrics
 from irl_lm.data import embedded, preprocessors
 from irl_lm.data.chat import ChatTemplate, load_chat_template
 from irl_lm.data.embedded import ilql
+from irl_lm.data.hf_datasets import HfDatasetSource
 from irl_lm.data.jsonl import DEFAULT_FIELDS, Fields, JsonlRewardSource
 from irl_lm.data.postprocessors import prompt_as_target, strip_text
 from irl_lm.data.registry import add_task, get_task
@@ -125,6 +126,23 @@ def register_jsonl_reward_task(name: str, paths: str | Mapping[str, str],
       output_features=preprocessors.output_features(vocabulary),
       postprocess_fn=postprocess_fn,
       metric_fns=list(metric_fns),
+      shuffle_buffer_size=None))
+
+
+def register_hf_dataset_task(name: str, path: str, files: Mapping[str, str],
+                             splits: Sequence[str], vocabulary: seqio.Vocabulary, *,
+                             chat_template: ChatTemplate | None = None,
+                             fields: Fields = DEFAULT_FIELDS) -> seqio.Task:
+  """Registers a Task over a local Hugging Face dataset (``hf_datasets.HfDatasetSource``:
+  the ``save_to_disk`` directory ``path``, else ``files[split]``), rows as in the JSONL
+  tasks, columns named by ``fields``."""
+  return add_task(seqio.Task(
+      name,
+      source=HfDatasetSource(path, files, tuple(splits), chat_template=chat_template,
+                             fields=fields),
+      preprocessors=[preprocessors.tokenize_and_label],
+      output_features=preprocessors.output_features(vocabulary),
+      postprocess_fn=strip_text,
       shuffle_buffer_size=None))
 
 

@@ -1,5 +1,6 @@
 """A read-only TFDS source that never downloads and explains how to prepare a missing dataset."""
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 
 import seqio
@@ -35,6 +36,19 @@ def _prepare_instructions(tfds_name: str, data_dir: str | None) -> str:
            f"and copy that directory here if needed.")
   return (f"{where}\n{how}\nThen pass the directory as config.data.tfds_data_dir "
           f"(irl_lm never downloads at run time).")
+
+
+def not_prepared(tfds_name: str, data_dir: str | None) -> str | None:
+  """How to prepare ``tfds_name`` in ``data_dir`` if it is not prepared there (None if it is),
+  read from the directory alone: no download, no vocabulary."""
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir, try_gcs=False)
+    if tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+      return None
+  except (AssertionError, KeyError, FileNotFoundError, ValueError, tf.errors.NotFoundError,
+          tfds.core.registered.DatasetNotFoundError):
+    pass
+  return _prepare_instructions(tfds_name, data_dir)
 
 
 class PreparedTfdsSource(seqio.TfdsDataSource):

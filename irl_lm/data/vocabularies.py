@@ -7,6 +7,7 @@ values, and decoding stops at EOS (every row the pipeline makes ends its text wi
 EOS), so decode up to EOS rather than stripping 0s.
 """
 import functools
+import json
 import os
 
 import numpy as np
@@ -17,7 +18,7 @@ import tokenizers
 
 from irl_lm.data import embedded
 from irl_lm.data.chat import special_tokens
-from irl_lm.data.embedded.tokens import join_tokens, split_tokens
+from irl_lm.data.embedded.tokens import TOKEN_RE, join_tokens, split_tokens
 from irl_lm.errors import ConfigError, InputError, MissingError
 
 VOCABULARY_KINDS = ("sentencepiece", "hf_tokenizer", "embedded")
@@ -103,6 +104,34 @@ class EmbeddedVocabulary(seqio.Vocabulary):
     for _ in range(_MAX_DIGIT_MERGES):
       text = tf.strings.regex_replace(text, r"([0-9]) ([0-9])", r"\1\2")
     return text
+
+  def hf_tokenizer(self) -> tokenizers.Tokenizer:
+    """The same vocabulary as a Hugging Face tokenizer (``tokenizer.json``): lower-cased,
+    split by the same rule, decoded with one space between tokens but none between digits,
+    padding and EOS dropped as special tokens; ``save_tokenizer`` writes it with its config."""
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+        {t: i for i, t in enumerate(self.tokens)}, unk_token=self.tokens[self.unk_id]))
+    tok.normalizer = tokenizers.normalizers.Lowercase()
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
+        tokenizers.pre_tokenizers.WhitespaceSplit(),
+        tokenizers.pre_tokenizers.Split(tokenizers.Regex(TOKEN_RE.pattern), "isolated")])
+    tok.decoder = tokenizers.decoders.Sequence([
+        tokenizers.decoders.WordPiece(prefix="\ue000", cleanup=False),  # joins with spaces
+        tokenizers.decoders.Fuse(),
+        tokenizers.decoders.Replace(tokenizers.Regex("(?<=[0-9]) (?=[0-9])"), "")])
+    tok.add_special_tokens([self.tokens[self.pad_id], self.tokens[self.eos_id]])
+    return tok
+
+  def save_tokenizer(self, directory: str) -> list[str]:
+    """Writes ``tokenizer.json`` and ``tokenizer_config.json`` (transformers' fast tokenizer)
+    into ``directory``; returns the file names."""
+    self.hf_tokenizer().save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+      json.dump({"tokenizer_class": "PreTrainedTokenizerFast",
+                 "pad_token": self.tokens[self.pad_id], "eos_token": self.tokens[self.eos_id],
+                 "clean_up_tokenization_spaces": False,  # no unk_token: decoding keeps <unk>
+                 "model_max_length": 1 << 20}, f, indent=2)
+    return ["tokenizer.json", "tokenizer_config.json"]
 
   def __eq__(self, other) -> bool:
     return isinstance(other, EmbeddedVocabulary) and self.tokens == other.tokens

@@ -1,12 +1,14 @@
-"""Dot-product attention, materialised (``xla``) or blockwise with an online softmax
-(``chunked``), over masks and biases that can be built whole or one block at a time.
+"""Dot-product attention, materialised (``xla``), blockwise with an online softmax
+(``chunked``), or by the fused kernels (``cudnn`` on GPUs, Pallas ``splash`` on TPUs), over
+masks and biases that can be built whole or one block at a time.
 
 A mask or bias is an object with ``full()`` (the whole ``[b, 1 | h, tq, tk]`` array) and
 ``block(q0, k0, bq, bk)`` (the block of queries ``q0:q0+bq`` and keys ``k0:k0+bk``).
 The causal, padding and T5 relative-position forms build a block from per-position
 vectors, so ``chunked`` never holds a ``[tq, tk]`` array: scores, probabilities, mask and
 bias exist one block at a time, and the backward pass recomputes each block (the scan
-bodies are rematerialised) instead of storing it.
+bodies are rematerialised) instead of storing it. ``unsupported`` says which model feature
+or backend rules a fused kernel out; ``resolve`` picks one for ``auto``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from flax.linen import partitioning as nn_partitioning
+from jax.sharding import PartitionSpec as P
+
+from irl_lm import sharding as shd
 
 Array = jax.Array
 NEG_INF = -1e30
@@ -219,16 +225,141 @@ def chunked_attention(q: Array, k: Array, v: Array, mask: Any, bias: Any, scale:
   return out.swapaxes(0, 1).reshape(b, tq, h, d)
 
 
-def resolve(implementation: str, length: int) -> str:
-  """The implementation ``auto`` means for ``length`` keys (``xla`` or ``chunked``)."""
+def cudnn_attention(q: Array, k: Array, v: Array, mask: Any, scale: Any) -> Array:
+  """``dense_attention`` by cuDNN's fused kernel (``jax.nn.dot_product_attention``, GPU only).
+
+  The mask is handed over whole (cuDNN folds it into its kernel as a bias); a causal mask
+  over equal lengths also tells cuDNN to skip the upper triangle. No bias, no soft-cap,
+  half-precision inputs: ``unsupported`` says so before anything compiles.
+  """
+  m = None if mask is None else mask.full()
+  causal = isinstance(mask, CausalMask) and q.shape[1] == k.shape[2]
+  return jax.nn.dot_product_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask=m,
+                                      scale=scale, is_causal=causal, implementation="cudnn")
+
+
+def _splash_blocks(tq: int, tk: int, block: int) -> Any:
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU kernels: on use
+  bq, bk = _block_size(tq, max(block, 128)), _block_size(tk, max(block, 128))
+  return sa.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq,
+                       block_kv_dkv=bk, block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
+
+
+def _splash_local(q: Array, k: Array, v: Array, q_seg: Array, k_seg: Array, window: Array,
+                  scale: Any, softcap: float, sliding_window: int, block: int,
+                  interpret: bool) -> Array:
+  """Splash attention of one device's rows and heads (q [b, tq, h, d], k/v [b, g, tk, d])."""
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU kernels: on use
+  b, tq, h, _ = q.shape
+  tk = k.shape[2]
+  qh = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3)  # [b, h, tq, d]
+
+  def run(one_mask: Any) -> Array:
+    kernel = sa.make_splash_mha(sa.MultiHeadMask([one_mask] * h),
+                                block_sizes=_splash_blocks(tq, tk, block), head_shards=1,
+                                q_seq_shards=1, attn_logits_soft_cap=softcap or None,
+                                interpret=interpret)
+    return jax.vmap(lambda qb, kb, vb, qs, ks: kernel(qb, kb, vb, sa.SegmentIds(qs, ks)))(
+        qh, k, v, q_seg, k_seg)
+
+  causal = sa.CausalMask((tq, tk))
+  if sliding_window:
+    local = sa.LocalMask((tq, tk), window_size=(sliding_window - 1, 0), offset=0)
+    out = jax.lax.cond(window > 0, lambda: run(local), lambda: run(causal))
+  else:
+    out = run(causal)
+  return out.transpose(0, 2, 1, 3)
+
+
+def splash_attention(q: Array, k: Array, v: Array, mask: CausalMask, scale: Any,
+                     softcap: float = 0.0, sliding_window: int = 0, block: int = 512,
+                     interpret: bool = False) -> Array:
+  """Causal (packed, windowed, soft-capped, grouped-query) attention by the Pallas TPU
+  splash kernel, which skips fully masked blocks and never holds a ``[tq, tk]`` array.
+
+  Inside a mesh it runs per device (``shard_map``): rows split as the batch is, heads as
+  the tensor axis splits them (query and key heads together, else neither). Segments are
+  splash's segment ids; a padding row (segment 0) attends to padding keys, as
+  ``CausalMask`` does. ``interpret=True`` runs the kernel in Python (tests on CPU).
+  """
+  args = (q, k, v, mask.q_seg, mask.k_seg, jnp.asarray(mask.window, jnp.int32))
+  local = lambda *a: _splash_local(*a, scale, softcap, sliding_window, block, interpret)
+  mesh, rules = jax.sharding.get_abstract_mesh(), nn_partitioning.get_axis_rules()
+  if mesh.empty or not rules:
+    return local(*args)
+  qs = shd.logical_to_spec(("batch", None, "heads", None), rules, mesh, q.shape)
+  ks = shd.logical_to_spec(("batch", "kv_heads", None, None), rules, mesh, k.shape)
+  rows, qh, kh = qs[0], qs[2], ks[1]
+  if qh != kh:
+    qh = kh = None
+  qspec, kspec, seg = P(rows, None, qh, None), P(rows, kh, None, None), P(rows, None)
+  return jax.shard_map(local, mesh=mesh, in_specs=(qspec, kspec, kspec, seg, seg, P()),
+                       out_specs=qspec, check_vma=False)(*args)
+
+
+def unsupported(implementation: str, *, platform: str, dtype: str, softcap: float,
+                relative_bias: bool, head_dim: int, lengths: tuple[int, ...]) -> str | None:
+  """Why ``implementation`` cannot run this model on ``platform`` (None: it can)."""
+  if implementation == "cudnn":
+    if platform != "gpu":
+      return f"cuDNN's fused attention needs a GPU (this run's devices are {platform})"
+    if dtype != "bfloat16":
+      return f"cuDNN's fused attention has no {dtype}: set model.dtype='bfloat16'"
+    if softcap:
+      return f"cuDNN's fused attention has no score soft-cap (model.attn_softcap={softcap})"
+    if relative_bias:
+      return "cuDNN's fused attention would need T5's relative bias as a whole [T, T] array"
+    if head_dim % 8 or head_dim > 256:
+      return f"cuDNN's fused attention needs a head_dim that is a multiple of 8 up to 256 " \
+             f"(found {head_dim})"
+    if any(n % 2 for n in lengths):
+      return f"cuDNN's fused attention trains on even lengths only (found {lengths})"
+  if implementation == "splash":
+    if platform != "tpu":
+      return f"the splash kernel runs on TPUs only (this run's devices are {platform})"
+    if relative_bias:
+      return "the splash kernel has no additive bias, so no T5 relative-position bias"
+    if any(n % 128 for n in lengths):
+      return f"the splash kernel needs lengths that are multiples of 128 (found {lengths})"
+  return None
+
+
+def _platform(implementation: str) -> str:
+  """The platform a fused kernel's shape check assumes (the start-up check saw the real one)."""
+  return "gpu" if implementation == "cudnn" else "tpu"
+
+
+def resolve(implementation: str, length: int, **features: Any) -> str:
+  """The implementation ``auto`` means for ``length`` keys: ``splash`` on TPUs and
+  ``cudnn`` on GPUs where the model's features allow (``features``: ``unsupported``'s),
+  else ``chunked`` from ``AUTO_CHUNKED_LENGTH`` keys and ``xla`` below."""
   if implementation != "auto":
     return implementation
+  for fused in ("splash", "cudnn"):
+    if features and unsupported(fused, **features) is None:
+      return fused
   return "chunked" if length >= AUTO_CHUNKED_LENGTH else "xla"
 
 
 def attend(q: Array, k: Array, v: Array, mask: Any, bias: Any, scale: Any,
-           softcap: float = 0.0, implementation: str = "xla", block: int = 512) -> Array:
-  """Attention by ``implementation`` (``xla`` | ``chunked`` | ``auto``; see ``resolve``)."""
-  if resolve(implementation, k.shape[2]) == "chunked":
+           softcap: float = 0.0, implementation: str = "xla", block: int = 512,
+           sliding_window: int = 0) -> Array:
+  """Attention by ``implementation`` (``models.config.ATTENTION``; see ``resolve``).
+
+  The fused kernels (``cudnn``, ``splash``) run the shapes they can: the training batch,
+  which ``unsupported`` has checked at start-up. Other shapes (parameter init's dummy
+  rows, a prompt of odd length, a decode step's cache mask) run the ``xla`` way, which
+  computes the same numbers."""
+  how = resolve(implementation, k.shape[2])
+  lengths = (q.shape[1], k.shape[2])
+  if how in ("cudnn", "splash") and (isinstance(mask, DenseMask) or unsupported(
+      how, platform=_platform(how), dtype=jnp.dtype(q.dtype).name, softcap=0.0,
+      relative_bias=False, head_dim=q.shape[-1], lengths=lengths)):
+    how = "xla"  # a shape the kernel cannot take: parameter init's, a prompt's, a cache's
+  if how == "cudnn":
+    return cudnn_attention(q, k, v, mask, scale)
+  if how == "splash":
+    return splash_attention(q, k, v, mask, scale, softcap, sliding_window, block)
+  if how == "chunked":
     return chunked_attention(q, k, v, mask, bias, scale, softcap, block)
   return dense_attention(q, k, v, mask, bias, scale, softcap)

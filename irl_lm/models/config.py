@@ -14,7 +14,7 @@ from irl_lm.errors import ConfigError
 KINDS = ("encdec", "decoder")
 # ``model.remat`` -> jax checkpoint policy of each layer (None: no remat).
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # attention and MLP projections
-ATTENTION = ("xla", "chunked", "auto")  # model.attention (models.attention.attend)
+ATTENTION = ("xla", "chunked", "cudnn", "splash", "auto")  # model.attention (models.attention)
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -118,11 +118,14 @@ class ModelConfig:
   rope_truncate: bool = True  # yarn
   rope_attention_factor: float = 1.0  # cos and sin scale (yarn)
   rope_local_theta: float = 0.0  # sliding layers' unscaled RoPE theta (Gemma 3); 0 = global
-  dtype: str = "float32"  # compute dtype; parameters are always float32
+  dtype: str = "float32"  # compute dtype
+  # storage of the frozen base in a LoRA run (what trains is always float32)
+  param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = False
   # How attention runs (models.attention): xla (whole score matrix), chunked (blockwise,
-  # online softmax, attention_block keys and queries at a time), auto (chunked from
+  # online softmax, attention_block keys and queries at a time), cudnn (GPU), splash
+  # (TPU), auto (splash or cudnn where the model's features allow, else chunked from
   # AUTO_CHUNKED_LENGTH keys). Execution only: the numbers agree to float rounding.
   attention: str = "xla"
   attention_block: int = 512
@@ -152,10 +155,20 @@ class ModelConfig:
       raise ConfigError(f"model.remat={self.remat!r}: expected one of {tuple(REMAT_POLICIES)}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
+    if self.param_dtype not in DTYPES:
+      raise ConfigError(f"model.param_dtype={self.param_dtype!r}: expected one of {DTYPES}")
+    if self.param_dtype != "float32" and not self.lora_rank:
+      raise ConfigError(f"model.param_dtype={self.param_dtype!r} stores a LoRA run's frozen "
+                        "base; without LoRA every parameter trains and stays float32",
+                        expected="model.lora.rank > 0, or model.param_dtype='float32'")
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
     if not set(self.lora_targets) <= set(LORA_TARGETS):
       raise ConfigError(f"model.lora.targets={self.lora_targets!r}: expected names from "
                         f"{LORA_TARGETS}")
+    if self.lora_rank and "gate" in self.lora_targets and not self.gated_mlp:
+      raise ConfigError(f"model.lora.targets names 'gate', which a {self.layout} model lacks "
+                        "(its MLP has no gate projection)",
+                        expected=f"names from {tuple(t for t in LORA_TARGETS if t != 'gate')}")
     if self.attention not in ATTENTION:
       raise ConfigError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
     if self.norm not in NORMS:
@@ -196,8 +209,13 @@ class ModelConfig:
 
   @property
   def compute_dtype(self) -> Any:
-    """The jnp dtype computation runs in (parameters are float32)."""
+    """The jnp dtype computation runs in."""
     return jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
+
+  @property
+  def frozen_dtype(self) -> Any:
+    """The jnp dtype a LoRA run's frozen base is stored in."""
+    return jnp.bfloat16 if self.param_dtype == "bfloat16" else jnp.float32
 
   def replace(self, **kw: Any) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from irl_lm import sharding as shd
+from irl_lm.models import lora
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.decoder import Decoder
 from irl_lm.models.heads import AUX_HEADS, HEADS, VALUE_TRUNK, ValueHeads
@@ -73,7 +74,8 @@ def init_heads(cfg: ModelConfig, rng: jax.Array) -> Any:
 
 def param_init_fn(cfg: ModelConfig, heads: bool = False, value_trunk: bool = False,
                   aux: AuxHeads = ()) -> Callable[[jax.Array], Any]:
-  """A pure, jittable ``rng -> params`` (unboxed float32) initialiser.
+  """A pure, jittable ``rng -> params`` (unboxed float32; a LoRA run's frozen base in
+  ``cfg.param_dtype``) initialiser.
 
   ``heads`` adds the ILQL value heads under ``params['heads']``;
   ``value_trunk`` adds ILQL's separate value trunk under
@@ -82,7 +84,7 @@ def param_init_fn(cfg: ModelConfig, heads: bool = False, value_trunk: bool = Fal
   ``params['aux_heads']``.
   """
   boxed = _init_fn(cfg, heads, value_trunk, aux)
-  return lambda rng: nn.meta.unbox(boxed(rng))
+  return lambda rng: lora.stored(nn.meta.unbox(boxed(rng)), cfg)
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array, shardings: Any | None = None,
@@ -95,7 +97,7 @@ def param_logical_specs(cfg: ModelConfig, heads: bool = False, value_trunk: bool
                         aux: AuxHeads = ()) -> tuple[Any, Any]:
   """(logical PartitionSpec tree, ShapeDtypeStruct tree) of the parameters."""
   boxed = jax.eval_shape(_init_fn(cfg, heads, value_trunk, aux), jax.random.key(0))
-  return nn.get_partition_spec(boxed), nn.meta.unbox(boxed)
+  return nn.get_partition_spec(boxed), lora.stored(nn.meta.unbox(boxed), cfg)
 
 
 def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: shd.Rules, heads: bool = False,

@@ -22,7 +22,7 @@ from irl_lm import sharding as shd
 from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
-from irl_lm.models import lora, peft_format
+from irl_lm.models import base_record, lora, peft_format
 from irl_lm.models.heads import AUX_HEADS, HEADS, VALUE_TRUNK
 from irl_lm.models.hf_config import (EXECUTION_FIELDS, LFS_POINTER_PREFIX, check_exportable,
                                      check_not_lfs_pointer, from_hf_config, read_json)
@@ -291,6 +291,8 @@ def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool =
   cfg = load_hf_config(path, dtype=dtype, **overrides)
   base = peft_base(path)
   adapter, path = (path, base) if base else (None, path)
+  if adapter is not None and os.path.exists(os.path.join(adapter, base_record.RECORD_FILE)):
+    base_record.check(adapter, path, "this adapter")  # one irl_lm exported
   specs, abstract = param_logical_specs(cfg, heads=value_heads, value_trunk=value_trunk)
   unrolled = cfg.replace(scan_layers=False, lora_rank=0)  # the checkpoint's own weights
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
@@ -308,11 +310,12 @@ def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool =
       trunk = {k: tuple(v.shape) for k, v in missing.items()
                if k[0] not in (VALUE_TRUNK, HEADS, AUX_HEADS)}
       flat.update(peft_format.from_peft(cfg, SafetensorsDir(
-          adapter, files=[peft_format.WEIGHTS_FILE]), trunk, adapter))
+          adapter, files=[peft_format.WEIGHTS_FILE]), trunk, adapter, path))
       missing = {k: v for k, v in missing.items() if k not in flat}
     flat.update(lora.fresh_adapters(missing, jax.random.key(0) if rng is None else rng))
   if cfg.scan_layers:
     flat = _stack_layers(flat)
+  flat = traverse_util.flatten_dict(lora.stored(traverse_util.unflatten_dict(flat), cfg))
   want = traverse_util.flatten_dict(abstract)
   for k, v in want.items():
     if flat[k].shape != v.shape:
@@ -481,6 +484,7 @@ def save_peft_adapter(model: nn.Module, params: Any, path: str, base: str) -> No
   save_file(tensors, os.path.join(path, peft_format.WEIGHTS_FILE), metadata={"format": "pt"})
   write_json({**config, "base_model_name_or_path": os.path.abspath(base)},
              os.path.join(path, peft_format.CONFIG_FILE))
+  base_record.write(path, checkpoint_dir(base))
 
 
 __all__ = ["from_pretrained", "load_hf_config", "save_pretrained", "save_peft_adapter",

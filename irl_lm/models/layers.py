@@ -210,7 +210,7 @@ class Attention(nn.Module):
     if self.decode:
       k, v = self._cached(k if project_kv else None, v if project_kv else None, cache_index)
     out = attend(q, k, v, mask, bias, cfg.attention_scale if scale is None else scale,
-                 cfg.attn_softcap, cfg.attention, cfg.attention_block)
+                 cfg.attn_softcap, cfg.attention, cfg.attention_block, cfg.sliding_window)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
     return dense(cfg.d_model, ("heads", "kv", "embed"), cfg, "out", axis=(-2, -1),
                  use_bias=cfg.out_bias, lora="o", deterministic=det)(out)

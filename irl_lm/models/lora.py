@@ -45,6 +45,17 @@ def combine(trainable: Any, frozen: Any) -> Any:
   return traverse_util.unflatten_dict(flat)
 
 
+def stored(params: Any, cfg: ModelConfig) -> Any:
+  """``params`` with the frozen part in ``cfg.param_dtype`` (arrays or ``ShapeDtypeStruct``s)."""
+  if not cfg.lora_rank or cfg.param_dtype == "float32":
+    return params
+  dtype = cfg.frozen_dtype
+  trainable, frozen = partition(params, cfg)
+  cast = lambda x: (x.astype(dtype) if hasattr(x, "astype") else
+                    jax.ShapeDtypeStruct(x.shape, dtype, sharding=getattr(x, "sharding", None)))
+  return combine(trainable, jax.tree.map(cast, frozen))
+
+
 def fresh_adapters(abstract: dict[tuple[str, ...], Any], rng: jax.Array
                    ) -> dict[tuple[str, ...], np.ndarray]:
   """New adapters for the ``lora_a``/``lora_b`` leaves of a flat abstract params tree:

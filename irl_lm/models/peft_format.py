@@ -116,9 +116,10 @@ def _target_of(e: Entry) -> str | None:
 
 
 def from_peft(cfg: ModelConfig, tensors: Any, shapes: dict[tuple[str, ...], tuple[int, ...]],
-              where: str) -> dict[tuple[str, ...], np.ndarray]:
+              where: str, base: str) -> dict[tuple[str, ...], np.ndarray]:
   """Our adapters (unrolled names, ``shapes`` of the ``lora_a``/``lora_b`` leaves) from PEFT
-  tensors (a mapping name -> array); every adapter the model has must be in the file."""
+  tensors (a mapping name -> array) of the adapter at ``where`` for the model at ``base``;
+  every adapter the model has must be in the file."""
   out = {}
   for e in _adapted(cfg):
     parent = e.path[:-1]
@@ -133,6 +134,7 @@ def from_peft(cfg: ModelConfig, tensors: Any, shapes: dict[tuple[str, ...], tupl
       x = np.asarray(tensors[key], np.float32)
       want = (shape[-1], math.prod(shape[:-1])) if rank_first else (math.prod(shape[1:]), shape[0])
       if x.shape != want:
-        raise InputError(f"adapter {key!r} has shape {x.shape}, expected {want}", where)
+        raise InputError(f"the adapter was made for another base model: its {key!r} has shape "
+                         f"{x.shape}, the base model {base} needs {want}", where)
       out[parent + (ours,)] = np.ascontiguousarray(x.T.reshape(shape))
   return out

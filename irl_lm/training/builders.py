@@ -8,31 +8,34 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import ml_collections
 import optax
-import seqio
 from jax.sharding import Mesh, NamedSharding
 
 from irl_lm import data
 from irl_lm import sharding as shd
 from irl_lm.algorithms import Algorithm, make_algorithm
-from irl_lm.data.special_tokens import check_special_tokens
 from irl_lm.errors import ConfigError, UserError
-from irl_lm.models import ModelConfig, build_model, from_pretrained, preset
+from irl_lm.models import ModelConfig, build_model, from_pretrained, lora, preset
 from irl_lm.models.attention import resolve as resolve_attention
+from irl_lm.models.attention import unsupported as unsupported_attention
 from irl_lm.models.hf_io import checkpoint_dir, load_hf_config, tokenizer_home
-from irl_lm.training.config import JSONL_TASK, validate
+from irl_lm.training.config import HF_DATASET_TASK, JSONL_TASK, check_present, validate
 from irl_lm.training.optim import make_optimizer
 from irl_lm.training.state import TrainState, new_state, state_shardings
 from irl_lm.training.step import make_eval_step, make_train_step
 
+if TYPE_CHECKING:
+  import seqio
 
-def _jsonl_task(config: ml_collections.ConfigDict) -> seqio.Task:
-  """``data.task="jsonl"``: the files of ``data.jsonl``, read now (errors name file and line)."""
+
+def _row_task(config: ml_collections.ConfigDict) -> seqio.Task:
+  """``data.task="jsonl"`` (the files of ``data.jsonl``) or ``"hf_dataset"`` (the local
+  Hugging Face dataset of ``data.hf_dataset``): read now, errors naming file and line/row."""
   d = config.data
   path = d.vocabulary_path or tokenizer_home(config.model.init_from)
   vocab = data.make_vocabulary(d.vocabulary or "hf_tokenizer", path)
@@ -41,16 +44,25 @@ def _jsonl_task(config: ml_collections.ConfigDict) -> seqio.Task:
     template = data.load_chat_template(directory)
   except data.NoChatTemplateError:
     template = None  # chat rows, if any, are refused with their file and line
-  splits = {s: d.jsonl[s] for s in ("train", "validation", "test") if d.jsonl[s]}
-  task = data.register_jsonl_reward_task(
-      JSONL_TASK, splits, vocab, skip_invalid=d.jsonl.skip_invalid, chat_template=template,
-      fields=data.JsonlFields(**d.jsonl.fields))
+  if d.task == JSONL_TASK:
+    splits = {s: d.jsonl[s] for s in ("train", "validation", "test") if d.jsonl[s]}
+    task = data.register_jsonl_reward_task(
+        JSONL_TASK, splits, vocab, skip_invalid=d.jsonl.skip_invalid, chat_template=template,
+        fields=data.JsonlFields(**d.jsonl.fields))
+  else:
+    h = d.hf_dataset
+    files = {s: h[s] for s in ("train", "validation", "test") if h[s]}
+    task = data.register_hf_dataset_task(
+        HF_DATASET_TASK, h.path, files, tuple(dict.fromkeys((d.train_split, d.eval_split))),
+        vocab, chat_template=template, fields=data.JsonlFields(**h.fields))
   for split in dict.fromkeys((d.train_split, d.eval_split)):
     try:
       task.source.columns(split)
     except UserError as e:
-      raise type(e)(e.what, f"config.data.jsonl.{split}" + (f", {e.where}" if e.where else ""),
-                    e.expected, e.found) from None
+      key = f"config.data.{d.task}." + ("path" if d.task == HF_DATASET_TASK and d.hf_dataset.path
+                                          else split)
+      raise type(e)(e.what, key + (f", {e.where}" if e.where else ""), e.expected,
+                    e.found) from None
   return task
 
 
@@ -58,8 +70,8 @@ def get_task(config: ml_collections.ConfigDict) -> seqio.Task:
   """The seqio task of ``config.data``, registering the paper tasks or the config's JSONL
   files when configured."""
   d = config.data
-  if d.task == JSONL_TASK:
-    return _jsonl_task(config)
+  if d.task in (JSONL_TASK, HF_DATASET_TASK):
+    return _row_task(config)
   if d.vocabulary:
     home = tokenizer_home(config.model.init_from) if config.model.init_from else ""
     path = d.vocabulary_path or (os.path.join(home, "spiece.model")
@@ -84,7 +96,7 @@ def _execution(config: ml_collections.ConfigDict) -> dict[str, Any]:
               dropout_rate=m.dropout_rate, attention=m.attention,
               attention_block=m.attention_block, lora_rank=m.lora.rank,
               lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-              lora_targets=tuple(m.lora.targets))
+              lora_targets=tuple(m.lora.targets), param_dtype=m.param_dtype)
 
 
 def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> ModelConfig:
@@ -111,6 +123,7 @@ def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> 
     raise ConfigError("model vocabulary smaller than the task's", where,
                       expected=f"vocab_size >= {vocab.vocab_size}", found=cfg.vocab_size)
   if m.init_from and vocab is not None:
+    from irl_lm.data.special_tokens import check_special_tokens  # pylint: disable=import-outside-toplevel
     check_special_tokens(vocab, checkpoint_dir(m.init_from),
                          f"{where}, the task {task.name!r}'s vocabulary")
     # Of the checkpoint's EOS ids, the one its tokenizer ends rows with is where sampling stops.
@@ -229,22 +242,73 @@ class Run:
     return shd.jit(make, self.mesh, self.rules, out_shardings=self.shardings)(params)
 
   def initial_params(self) -> Any | None:
-    """``model.init_from``'s weights placed on the mesh (None: random init).
+    """``model.init_from``'s weights placed on the mesh (None: random init); see
+    ``initial_params``."""
+    return initial_params(self.config, self.algorithm, self.mesh, self.rules)
 
-    For ILQL the value heads come from ``value_heads.safetensors`` or start
-    fresh from ``config.seed``; a separate value trunk comes from
-    ``value_trunk.safetensors`` or starts as a copy of the checkpoint's trunk.
-    """
-    m = self.config.model
-    if not m.init_from:
-      return None
-    _, params = from_pretrained(
-        m.init_from, value_heads=self.algorithm.value_heads,
-        value_trunk=self.algorithm.value_trunk,
-        mesh=self.mesh, rules=self.rules,
-        rng=jax.random.PRNGKey(self.config.seed), **_execution(self.config))
-    logging.info("Starting from %s", m.init_from)
-    return params
+  @property
+  def base_outside(self) -> bool:
+    """Whether checkpoints leave out the frozen base (a LoRA run from ``init_from``)."""
+    return base_outside(self.config, self.model_cfg)
+
+  def saved(self, state: TrainState) -> dict[str, Any]:
+    """The tree a checkpoint holds of ``state`` (or of its abstract or sharding twin): the
+    state's fields, less a frozen base that lives in ``init_from``."""
+    tree = state.saved()
+    if self.base_outside:
+      tree["params"] = lora.partition(tree["params"], self.model_cfg)[0]
+    return tree
+
+  def from_saved(self, tree: dict[str, Any]) -> TrainState:
+    """The state of a restored checkpoint tree, the frozen base read back from ``init_from``."""
+    tree = dict(tree)
+    if self.base_outside:
+      frozen = lora.partition(self.initial_params(), self.model_cfg)[1]
+      tree["params"] = lora.combine(tree["params"], frozen)
+    return TrainState.from_saved(tree)
+
+
+def base_outside(config: ml_collections.ConfigDict, cfg: ModelConfig) -> bool:
+  """A LoRA run from a checkpoint: its frozen base stays there (``training.base_model``)."""
+  return bool(cfg.lora_rank and config.model.init_from)
+
+
+def initial_params(config: ml_collections.ConfigDict, algorithm: Algorithm, mesh: Mesh,
+                   rules: shd.Rules) -> Any | None:
+  """``model.init_from``'s weights placed on ``mesh`` (None: random init).
+
+  For ILQL the value heads come from ``value_heads.safetensors`` or start
+  fresh from ``config.seed``; a separate value trunk comes from
+  ``value_trunk.safetensors`` or starts as a copy of the checkpoint's trunk.
+  """
+  m = config.model
+  if not m.init_from:
+    return None
+  _, params = from_pretrained(
+      m.init_from, value_heads=algorithm.value_heads, value_trunk=algorithm.value_trunk,
+      mesh=mesh, rules=rules, rng=jax.random.PRNGKey(config.seed), **_execution(config))
+  logging.info("Starting from %s", m.init_from)
+  return params
+
+
+def attention_for(config: ml_collections.ConfigDict, cfg: ModelConfig, mesh: Mesh) -> ModelConfig:
+  """``cfg`` with ``model.attention`` resolved for this mesh's devices and the data's lengths
+  (``auto`` chosen and logged); a ``ConfigError`` naming the feature that rules out the
+  implementation asked for."""
+  d = config.data
+  lengths = (d.inputs_length + d.targets_length,) if cfg.kind == "decoder" else \
+      (d.inputs_length, d.targets_length)
+  features = dict(platform=mesh.devices.flat[0].platform, dtype=cfg.dtype,
+                  softcap=cfg.attn_softcap, relative_bias=cfg.position == "relative",
+                  head_dim=cfg.head_dim, lengths=lengths)
+  why = unsupported_attention(cfg.attention, **features)
+  if why:
+    raise ConfigError(why, f"config.model.attention={cfg.attention!r}",
+                      expected="xla or chunked (they run everywhere)")
+  how = resolve_attention(cfg.attention, max(lengths), **features)
+  logging.info("Attention: %s (model.attention=%s, %d keys per row)", how, cfg.attention,
+               max(lengths))
+  return dataclasses.replace(cfg, attention=how)
 
 
 def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | None = None,
@@ -258,6 +322,8 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
       read only when the model's vocabulary size comes from it.
     model_cfg: a model other than ``config.model``'s (benchmarks of custom sizes).
   """
+  if with_task:
+    check_present(config)
   validate(config, data=with_task)
   mesh = make_mesh(config, devices)
   rules = tuple(config.mesh.rules)
@@ -265,11 +331,7 @@ def build_run(config: ml_collections.ConfigDict, *, devices: list[jax.Device] | 
   needs_task = with_task or not (m.vocab_size or m.init_from or model_cfg)
   task = get_task(config) if needs_task else None
   cfg = model_cfg or model_config(config, task)
-  model = build_model(cfg)
-  keys = config.data.inputs_length + config.data.targets_length if cfg.kind == "decoder" \
-      else max(config.data.inputs_length, config.data.targets_length)
-  logging.info("Attention: %s (model.attention=%s, %d keys per row)",
-               resolve_attention(cfg.attention, keys), cfg.attention, keys)
+  model = build_model(attention_for(config, cfg, mesh))  # run.model_cfg keeps what was asked
   tx, schedule = optimizer(config)
   algorithm = make_algorithm(config)
   abstract, shardings = state_shardings(cfg, tx, mesh, rules, algorithm,

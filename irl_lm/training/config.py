@@ -7,6 +7,7 @@ before anything compiles.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import ml_collections
@@ -14,8 +15,9 @@ import ml_collections
 from irl_lm import sharding as shd
 from irl_lm.algorithms import ALGORITHMS, algorithm_class
 from irl_lm.decoding.config import default_config as decoding_config
-from irl_lm.errors import ConfigError, unknown_key_error
+from irl_lm.errors import ConfigError, MissingError, UserError, unknown_key_error
 from irl_lm.models.config import ATTENTION, DTYPES, LORA_TARGETS, PRESETS, REMAT_POLICIES
+from irl_lm.training.trackers import TRACKERS, check_installed
 
 LOSSES = tuple(ALGORITHMS)  # config.loss.name: the registered algorithms
 OPTIMIZERS = ("adamw", "adafactor")
@@ -45,8 +47,9 @@ class Rule:
         raise ConfigError("invalid choice", f"config.{key}",
                           expected=f"one of {sorted(self.choices)}", found=repr(v))
       return
-    if self.subset is not None:
-      if not v or not set(v) <= set(self.subset):
+    if self.subset is not None:  # a list, or a comma-separated string
+      items = [t.strip() for t in v.split(",")] if isinstance(v, str) else v
+      if not v or not set(items) <= set(self.subset):
         raise ConfigError("invalid choice", f"config.{key}",
                           expected=f"some of {list(self.subset)}", found=repr(v))
       return
@@ -102,6 +105,9 @@ def _keys() -> dict[str, Any]:
           init_from="",  # Hugging Face checkpoint directory to start from
           vocab_size=0,  # 0: the task vocabulary's size, rounded up to a multiple of 128
           dtype=one_of(*DTYPES)("float32"),  # compute dtype; parameters stay float32
+          # a LoRA run's frozen base stored in bfloat16 (half the memory; adapters and heads
+          # stay float32); needs lora.rank > 0
+          param_dtype=one_of(*DTYPES)("float32"),
           remat=one_of(*REMAT_POLICIES)("none"),
           scan_layers=False,
           # xla | chunked (blockwise, never the whole score matrix) | auto (chunked from
@@ -146,8 +152,11 @@ def _keys() -> dict[str, Any]:
           eval_split="validation",
           # data.task="jsonl": your own JSONL files, no code (docs/data.md#jsonl-from-the-config)
           jsonl=dict(train="", validation="", test="", skip_invalid=False,
-                     fields=dict(prompt="prompt", response="response", reward="reward",
-                                 turns="turns", messages="messages", done="done")),
+                     fields=dict(ROW_FIELDS)),
+          # data.task="hf_dataset": a local Hugging Face dataset, the save_to_disk directory
+          # `path` (its own splits), else a JSON / JSONL / CSV / Parquet file per split;
+          # rows as in jsonl, columns named by `fields`
+          hf_dataset=dict(path="", train="", validation="", test="", fields=dict(ROW_FIELDS)),
       ),
       optimizer=dict(
           name=one_of(*OPTIMIZERS)("adamw"),
@@ -176,6 +185,10 @@ def _keys() -> dict[str, Any]:
           max_nonfinite_steps=POSITIVE(5),  # stop after this many non-finite steps in a row
           peak_flops_per_device=NON_NEGATIVE(0.0),  # 0: measured with a large matmul at start-up
           async_checkpoints=True,
+          # where scalars go besides the console: tensorboard and/or wandb (comma-separated;
+          # wandb needs the wandb extra, and W&B's own settings: WANDB_MODE=offline, ...)
+          trackers=Rule(subset=TRACKERS)("tensorboard"),
+          wandb=dict(project="irl_lm", entity="", name=""),  # name "": the workdir's name
       ),
       eval=dict(
           num_examples=POSITIVE(256),
@@ -256,6 +269,37 @@ def _type_ok(want: Any, got: Any) -> bool:
   return isinstance(got, type(want))
 
 
+def _no_vocabulary(flat: dict[str, Any]) -> ConfigError:
+  return ConfigError(
+      f"config.data.vocabulary={flat['data.vocabulary']!r} needs config.data.vocabulary_path "
+      "(or config.model.init_from, a Hugging Face directory with spiece.model / "
+      "tokenizer.json)", "config.data.vocabulary_path")
+
+
+def check_present(config: ml_collections.ConfigDict) -> None:
+  """Everything a training run reads that is not there, in one error (before ``validate``
+  names the first): the vocabulary, the ``init_from`` directory and a paper task's
+  prepared TFDS data, each with how to provide it."""
+  flat = _walk(config)
+  vocabulary, path = flat.get("data.vocabulary"), flat.get("model.init_from")
+  missing: list[UserError] = []
+  if vocabulary and not (flat.get("data.vocabulary_path") or path):
+    missing.append(_no_vocabulary(flat))
+  if path and "://" not in path and not os.path.exists(path):
+    missing.append(MissingError("checkpoint directory not found",
+                                f"config.model.init_from={path!r}"))
+  if vocabulary:  # the paper tasks (TFDS) are registered with a vocabulary kind
+    from irl_lm.data.paper_tasks import not_prepared  # pylint: disable=import-outside-toplevel
+    how = not_prepared(flat.get("data.task", ""), flat.get("data.tfds_data_dir") or None)
+    if how:
+      missing.append(MissingError(how))
+  if len(missing) == 1:
+    raise missing[0]
+  if missing:
+    raise MissingError(f"this run needs {len(missing)} things that are not here:\n" + "\n".join(
+        f"  {i}. " + e.message.replace("\n", "\n     ") for i, e in enumerate(missing, 1)))
+
+
 def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
   """Raises ConfigError naming the key for unknown keys, bad types, values and combinations.
 
@@ -288,13 +332,12 @@ def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
     raise ConfigError("config.train.best_metric names no eval metric", "config.train.best_metric",
                       expected="'eval/<metric>', e.g. 'eval/loss'",
                       found=repr(flat["train.best_metric"]))
+  check_installed(flat["train.trackers"])
   if data and flat["data.vocabulary"] and not (flat["data.vocabulary_path"]
                                                or flat["model.init_from"]):
-    raise ConfigError(f"config.data.vocabulary={flat['data.vocabulary']!r} needs "
-                      "config.data.vocabulary_path (or config.model.init_from, a Hugging Face "
-                      "directory with spiece.model / tokenizer.json)", "config.data.vocabulary_path")
-  if data and flat["data.task"] == JSONL_TASK:
-    _check_jsonl(flat)
+    raise _no_vocabulary(flat)
+  if data and flat["data.task"] in (JSONL_TASK, HF_DATASET_TASK):
+    _check_row_task(flat)
   if flat["loss.iqlearn.online.enable"] and flat["loss.name"] != "iqlearn":
     raise ConfigError("online IQLearn needs the IQLearn loss", "config.loss.iqlearn.online.enable",
                       expected="config.loss.name='iqlearn'", found=repr(flat["loss.name"]))
@@ -302,18 +345,24 @@ def validate(config: ml_collections.ConfigDict, data: bool = True) -> None:
 
 
 JSONL_TASK = "jsonl"
+HF_DATASET_TASK = "hf_dataset"
+ROW_FIELDS = dict(prompt="prompt", response="response", reward="reward", turns="turns",
+                  messages="messages", done="done")  # jsonl.Fields' defaults
 
 
-def _check_jsonl(flat: dict[str, Any]) -> None:
-  """``data.task="jsonl"``: a file per split it reads, and a tokenizer."""
+def _check_row_task(flat: dict[str, Any]) -> None:
+  """``data.task="jsonl"`` or ``"hf_dataset"``: a tokenizer, and a source for each split read."""
+  task = flat["data.task"]
   if not (flat["data.vocabulary_path"] or flat["model.init_from"]):
-    raise ConfigError("config.data.task='jsonl' needs a tokenizer: config.data.vocabulary_path "
+    raise ConfigError(f"config.data.task={task!r} needs a tokenizer: config.data.vocabulary_path "
                       "(a tokenizer.json) or config.model.init_from (a Hugging Face directory)",
                       "config.data.vocabulary_path")
+  if task == HF_DATASET_TASK and flat["data.hf_dataset.path"]:
+    return  # a save_to_disk directory brings its own splits (checked when read)
   for split in dict.fromkeys((flat["data.train_split"], flat["data.eval_split"])):
     if split not in ("train", "validation", "test"):
-      raise ConfigError("config.data.task='jsonl' has splits train, validation and test",
+      raise ConfigError(f"config.data.task={task!r} has splits train, validation and test",
                         "config.data.train_split / eval_split", found=repr(split))
-    if not flat[f"data.jsonl.{split}"]:
-      raise ConfigError(f"config.data.task='jsonl' reads split {split!r} but its file is not "
-                        "set", f"config.data.jsonl.{split}")
+    if not flat[f"data.{task}.{split}"]:
+      raise ConfigError(f"config.data.task={task!r} reads split {split!r} but its file is not "
+                        "set", f"config.data.{task}.{split}")

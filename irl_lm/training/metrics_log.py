@@ -1,42 +1,46 @@
-"""TensorBoard scalars, a console progress line with ETA, a summary table and a plot."""
+"""Scalars to the run's trackers (TensorBoard, W&B), a console progress line with ETA, a
+summary table and a plot."""
 from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections import defaultdict
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from etils import epath
 
+from irl_lm.training import trackers
+
 
 class MetricsLog:
-  """Writes scalars to ``WORKDIR/tensorboard`` and keeps their history (process 0 writes)."""
+  """Writes scalars to the trackers ``config.train.trackers`` names (TensorBoard alone without
+  a config) and keeps their history; process 0 writes."""
 
-  def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
+  def __init__(self, workdir: str, total_steps: int, start_step: int = 0,
+               config: ml_collections.ConfigDict | None = None):
     self.workdir = workdir
     self.total_steps = total_steps
     self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    self._writer = None
     self._t0, self._s0 = time.time(), start_step
-    if jax.process_index() == 0:
-      import tensorflow as tf
-      self._tf = tf
-      self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    self._trackers = trackers.make(config, workdir) if jax.process_index() == 0 else []
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     """Records ``scalars`` (names like ``train/loss``, ``eval/rougeL``) at ``step``."""
     clean = {k: float(np.asarray(v)) for k, v in scalars.items()}
     for k, v in clean.items():
       self.history[k].append((step, v))
-    if self._writer is not None:
-      with self._writer.as_default(step=step):
-        for k, v in clean.items():
-          self._tf.summary.scalar(k, v)
-      self._writer.flush()
+    for tracker in self._trackers:
+      tracker.write(step, clean)
+
+  def close(self) -> None:
+    """Flushes and closes the trackers (a W&B run is marked finished)."""
+    for tracker in self._trackers:
+      tracker.close()
+    self._trackers = []
 
   def progress(self, step: int, scalars: dict[str, Any]) -> str:
     """One console line: step, key metrics, throughput and ETA."""

@@ -16,12 +16,13 @@ from irl_lm import sharding as shd
 from irl_lm.algorithms import Algorithm
 from irl_lm.data.checks import check_split
 from irl_lm.errors import ConfigError, UserError
+from irl_lm.models import base_record
+from irl_lm.models.hf_io import checkpoint_dir
 from irl_lm.training import builders, evaluation, flops
 from irl_lm.training.checkpoints import Checkpointer, describe_run, write_config
 from irl_lm.training.host_batches import HostBatches, saved_num_shards
 from irl_lm.training.metrics_log import MetricsLog
 from irl_lm.training.preemption import Preempted, PreemptionWatch
-from irl_lm.training.state import TrainState
 
 
 class NonFiniteError(UserError, RuntimeError):
@@ -64,7 +65,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   this_run = describe_run(dataclasses.asdict(run.model_cfg), config.loss.name,
                           config.optimizer.name)
   try:
-    restored = ckpt.restore_latest(run.state_abstract.saved(), run.shardings.saved(),
+    if run.base_outside:
+      base_record.write_or_check(workdir, checkpoint_dir(config.model.init_from), "this run")
+    restored = ckpt.restore_latest(run.saved(run.state_abstract), run.saved(run.shardings),
                                    run=this_run)
   except BaseException:
     ckpt.close()
@@ -72,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   data_state = None
   if restored is not None:
     latest, saved, data_state = restored
-    state = TrainState.from_saved(saved)
+    state = run.from_saved(saved)
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
     state = run.init_state(run.initial_params(), **run.algorithm.startup(run.task))
@@ -87,12 +90,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   evaluator = evaluation.Evaluator(run, (shard.index, shard.num_shards))
   perf = _Throughput(config, run.model_cfg, run.algorithm)
-  log = MetricsLog(workdir, config.train.steps, int(state.step))
+  log = MetricsLog(workdir, config.train.steps, int(state.step), config)
   preemption = PreemptionWatch()
   try:
     last = _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption)
   finally:
     preemption.close()
+    log.close()
     ckpt.close()  # an exception still completes the checkpoints already started
   if jax.process_index() == 0 and log.history:
     logging.info("Summary:\n%s", log.summary_table())
@@ -211,11 +215,11 @@ def _loop(config, state, run, train_iter, evaluator, ckpt, log, perf, preemption
       last.update(eval_metrics)
       perf.start(step)  # evaluation time is not training time
     if saved:
-      ckpt.save(step, state.saved(), train_iter.state(), metrics=eval_metrics)
+      ckpt.save(step, run.saved(state), train_iter.state(), metrics=eval_metrics)
     if preemption.reached(step):  # after eval, so a notice that came during it is seen now
       finite.read()
       if not saved:
-        ckpt.save(step, state.saved(), train_iter.state())
+        ckpt.save(step, run.saved(state), train_iter.state())
       ckpt.wait()
       logging.warning("pre-empted: checkpoint of step %d committed in %s", step, ckpt.directory)
       raise Preempted(step, ckpt.directory)
