@@ -225,6 +225,21 @@ def test_jsonl_task_from_the_config_reads_every_row_form_with_renamed_fields(tmp
     builders.get_task(c)
 
 
+def generated(tmp_path, prompts: str, *sources: dict) -> list[list]:
+  """The samples ``generate`` writes (8 new tokens, greedy) for ``prompts`` from each source
+  (``workdir=`` or ``hf_dir=``), one list of rows per source."""
+  (tmp_path / "prompts.txt").write_text(prompts)
+  config = ml_collections.ConfigDict({"decoding": default_config()})
+  config.decoding.max_new_tokens = 8
+  texts = []
+  for kw in sources:
+    out = tmp_path / "out.jsonl"
+    cli.run(config, input_path=str(tmp_path / "prompts.txt"), output_path=str(out),
+            overwrite=True, **kw)
+    texts.append([json.loads(line)["samples"] for line in out.read_text().splitlines()])
+  return texts
+
+
 def test_an_export_carries_the_runs_tokenizer(tmp_path):
   """A decoder trained from scratch with data.vocabulary_path: the export holds that
   tokenizer, and generate --hf_dir on it writes the text generate --workdir writes."""
@@ -238,15 +253,8 @@ def test_an_export_carries_the_runs_tokenizer(tmp_path):
   for name in ("tokenizer.json", "tokenizer_config.json"):
     assert (tmp_path / "export" / name).read_bytes() == open(os.path.join(FIXTURE, name),
                                                               "rb").read()
-  prompts = tmp_path / "prompts.txt"
-  prompts.write_text("once there was a cat named tom.\n")
-  config = ml_collections.ConfigDict({"decoding": default_config()})
-  config.decoding.max_new_tokens = 8
-  texts = []
-  for kw in (dict(workdir=str(tmp_path / "run")), dict(hf_dir=str(tmp_path / "export"))):
-    out = tmp_path / "out.jsonl"
-    cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
-    texts.append(json.loads(out.read_text())["samples"])
+  texts = generated(tmp_path, "once there was a cat named tom.\n",
+                    dict(workdir=str(tmp_path / "run")), dict(hf_dir=str(tmp_path / "export")))
   assert texts[0] == texts[1]
 
 
@@ -278,13 +286,6 @@ def test_an_export_of_the_built_in_vocabulary_carries_it_as_a_tokenizer(tmp_path
         assert theirs.encode(text) == ids == auto.encode(text, add_special_tokens=False)
         assert theirs.decode(ids + [1, 0]) == ours.decode(ids) == \
             auto.decode(ids + [1, 0], skip_special_tokens=True)
-  prompts = tmp_path / "prompts.txt"
-  prompts.write_text("summarize: the cat sat on the mat. the dog ran 12 miles.\n")
-  config = ml_collections.ConfigDict({"decoding": default_config()})
-  config.decoding.max_new_tokens = 8
-  texts = []
-  for kw in (dict(workdir=str(tmp_path / "run")), dict(hf_dir=str(tmp_path / "export"))):
-    out = tmp_path / "out.jsonl"
-    cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
-    texts.append(json.loads(out.read_text())["samples"])
+  texts = generated(tmp_path, "summarize: the cat sat on the mat. the dog ran 12 miles.\n",
+                    dict(workdir=str(tmp_path / "run")), dict(hf_dir=str(tmp_path / "export")))
   assert texts[0] == texts[1]

@@ -172,12 +172,8 @@ def test_a_lora_run_exports_an_adapter_that_generates_the_runs_text_and_starts_a
   the same text, and a new run starts from the adapter with the run's adapters."""
   import json
 
-  import ml_collections
-
-  from irl_lm import generate as cli
-  from irl_lm.decoding import default_config
   from irl_lm.workdir import export, restore_params
-  from test_data_framing import FIXTURE, jsonl_config
+  from test_data_framing import FIXTURE, generated, jsonl_config
   c = jsonl_config()
   c.train.steps, c.train.checkpoint_every = 3, 3
   c.optimizer.warmup_steps = 0
@@ -190,16 +186,9 @@ def test_a_lora_run_exports_an_adapter_that_generates_the_runs_text_and_starts_a
   assert export(run, str(tmp_path / "adapter"), adapter=True) == []
   assert export(run, str(tmp_path / "merged")) == []
   assert read_config(str(tmp_path / "adapter"))["base_model_name_or_path"] == FIXTURE
-  prompts = tmp_path / "prompts.txt"
-  prompts.write_text("once there was a cat named tom.\nthe dog ran.\n")
-  config = ml_collections.ConfigDict({"decoding": default_config()})
-  config.decoding.max_new_tokens = 8
-  texts = []
-  for kw in (dict(workdir=run), dict(hf_dir=str(tmp_path / "adapter")),
-             dict(hf_dir=str(tmp_path / "merged"))):
-    out = tmp_path / "out.jsonl"
-    cli.run(config, input_path=str(prompts), output_path=str(out), **kw)
-    texts.append([json.loads(line)["samples"] for line in out.read_text().splitlines()])
+  texts = generated(tmp_path, "once there was a cat named tom.\nthe dog ran.\n",
+                    dict(workdir=run), dict(hf_dir=str(tmp_path / "adapter")),
+                    dict(hf_dir=str(tmp_path / "merged")))
   assert texts[0] == texts[1] == texts[2]
   again = jsonl_config()
   again.model.init_from = str(tmp_path / "adapter")
