@@ -67,7 +67,7 @@ def cases(name: str, method: str, batch: int
 
   def run_jax() -> np.ndarray:
     out = generate(model, params, {key: prompts}, max_new_tokens=n, eos_id=-1,
-                   method=method, temperature=1.0)
+                   method=method, temperature=1.0, with_scores=False)  # as HF's default
     return np.asarray(out.tokens[:, 0])
 
   def torch_at(threads: int) -> Callable[[], np.ndarray]:

@@ -44,15 +44,25 @@ def nbytes(tree) -> int:
              if hasattr(x, "dtype"))
 
 
-def main() -> None:
+def rounds_args() -> argparse.Namespace:
+  """--rounds (default 3) and --calls (default 2) of an interleaved benchmark."""
   ap = argparse.ArgumentParser()
   ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--calls", type=int, default=2)
-  args = ap.parse_args()
+  return ap.parse_args()
+
+
+def small_llama():
+  """The timed model: Llama layout, d 512, 8 layers, 8 heads of 64, GQA 4, vocab 8192."""
   from irl_lm.models import ModelConfig
+  return ModelConfig(kind="decoder", layout="llama", vocab_size=8192, d_model=512, num_heads=8,
+                     num_kv_heads=4, head_dim=64, d_ff=1536, num_layers=8, eos_id=1)
+
+
+def main() -> None:
+  args = rounds_args()
   from irl_lm.training.builders import build_run
-  small = ModelConfig(kind="decoder", layout="llama", vocab_size=8192, d_model=512, num_heads=8,
-                      num_kv_heads=4, head_dim=64, d_ff=1536, num_layers=8, eos_id=1)
+  small = small_llama()
   cases, sizes = {}, {}
   for name, setup in SETUPS.items():
     cfg = small.replace(lora_rank=setup.get("rank", 0), lora_targets=ALL,

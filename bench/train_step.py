@@ -108,9 +108,9 @@ def main() -> None:
              f"{args.inputs}, targets {args.targets}, float32, 1 CPU device, {args.rounds} "
              f"rounds x {args.calls} steps")
   targets = [
-      harness.target("train: irl_lm MLE speed vs PyTorch", ratios["torch/mle"], ">=", 1.5,
+      harness.target("train: irl_lm MLE speed vs PyTorch", ratios["torch/mle"], ">=", 1.0,
                      harness.fmt(ratios["torch/mle"])),
-      harness.target("train: MLE MFU", mfu["mle"], ">=", 0.5, _pct(mfu["mle"])),
+      harness.target("train: MLE MFU", mfu["mle"], ">=", 0.6, _pct(mfu["mle"])),
       harness.target("train: IQLearn step / MLE step", ratios["iqlearn/mle"], "<=", 1.05,
                      harness.fmt(ratios["iqlearn/mle"])),
       harness.target("train: ILQL MFU / MLE MFU", ratios["ilql_mfu/mle_mfu"], ">=", 1.0,

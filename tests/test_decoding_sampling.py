@@ -1,4 +1,6 @@
 """Logit processing (top-k, top-p, temperature, ILQL scores) and the decoding config."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,22 @@ def test_choose_greedy_and_sampled_tokens_with_their_log_probs():
   freq = np.bincount(np.asarray(toks).reshape(-1), minlength=5) / 2000
   np.testing.assert_allclose(freq, np.exp(logp[0]), atol=0.03)
   np.testing.assert_allclose(lps[:, 0], logp[0, np.asarray(toks)[:, 0]], rtol=1e-5)
+
+
+def test_token_choice_without_scores_picks_the_same_tokens_and_never_a_filtered_one():
+  """``scores=False`` skips only the normaliser; inverse-CDF sampling never lands on a token
+  with probability 0 (here the three outside top-2), even at the ends of the CDF."""
+  s = Settings(method="sample", max_new_tokens=1, eos_id=1, top_k=2)
+  quiet = dataclasses.replace(s, scores=False)
+  scores = jnp.asarray([[0.0, 5.0, -1.0, 4.0, 2.0], [9.0, 0.0, 0.0, 0.0, 8.0]])
+  assert choose(scores, quiet)[1] is None
+  assert choose(scores, quiet)[0].tolist() == choose(scores, s)[0].tolist() == [1, 0]
+  keys = jax.random.split(jax.random.key(3), 4000)
+  toks = np.asarray(jax.vmap(lambda k: choose(scores, quiet, k)[0])(keys))
+  same = np.asarray(jax.vmap(lambda k: choose(scores, s, k)[0])(keys))
+  np.testing.assert_array_equal(toks, same)
+  assert set(toks[:, 0]) == {1, 3} and set(toks[:, 1]) == {0, 4}
+  np.testing.assert_allclose((toks[:, 0] == 1).mean(), 1 / (1 + np.exp(-1.0)), atol=0.03)
 
 
 def test_config_maps_to_generate_arguments():

@@ -80,14 +80,15 @@ class _Refusing:
 def test_a_step_the_tpu_compiler_refuses_is_planned_as_not_fitting():
   msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
          "temporaries (17.36G) exceeds available HBM (15.75G).\nmore detail")
-  memory, xla_flops, note = planner._compile(_Refusing(msg), arguments=3 * 2**30,
-                                             donated=2**30)
+  memory, (xla_flops, accessed), note = planner._compile(_Refusing(msg), arguments=3 * 2**30,
+                                                         donated=2**30)
   temp = int(17.36 * 2**30)
   assert memory == (3 * 2**30, 2**30, temp, 2**30)
-  assert np.isnan(xla_flops) and note == msg.split("\n")[0]
+  assert np.isnan(xla_flops) and np.isnan(accessed) and note == msg.split("\n")[0]
   plan = planner.Plan("train step", 16 * 2**30, 2**29, 2**29, 0, *memory, 1.0, xla_flops, note)
   assert plan.total == 3 * 2**30 + temp and not plan.fits(0.15)
-  assert plan.table().splitlines()[-1].split(None, 1) == ["note", note]
+  from irl_lm.planning import chip_rates  # no cost analysis: no roofline, the note stays last
+  assert plan.table(chip_rates("v5e")).splitlines()[-1].split(None, 1) == ["note", note]
   with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
     planner._compile(_Refusing("INTERNAL: something else"), arguments=1, donated=0)
   short = ("RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: XLA:TPU compile permanent error. Ran "
@@ -121,3 +122,33 @@ def test_an_eval_batch_that_does_not_split_over_the_mesh_is_one_line():
                      r"\(config.eval.batch_size\): expected a multiple of 2 \(the devices the "
                      r"batch axes span\) vs found 3"):
     plan_decode(c, jax.devices()[:2], 2 ** 30)
+
+
+def test_roofline_is_the_slower_of_compute_and_memory_at_the_chips_peaks():
+  from irl_lm.planning import chip_rates, topology_rates
+  c = tiny_config("mle", mesh=(2, 4, 1), num_devices=0)
+  plan = plan_train(c, jax.devices(), 2 ** 30)
+  assert plan.xla_flops > 0 and plan.bytes_accessed > 0 and plan.devices == 8
+  assert plan.tokens == c.data.batch_size * (c.data.inputs_length + c.data.targets_length)
+  h100 = chip_rates("h100")
+  r = plan.roofline(h100)
+  assert plan.hardware_flops == plan.model_flops  # no remat: one forward pass
+  assert r["compute_s"] == max(plan.xla_flops, plan.model_flops / 8) / 989e12
+  assert r["memory_s"] == max(plan.bytes_accessed, plan.arguments + plan.outputs) / 3350e9
+  assert 0 < r["mfu"] <= 1.0
+  assert r["step_s"] == max(r["compute_s"], r["memory_s"])
+  assert r["bound"] == ("compute" if r["compute_s"] >= r["memory_s"] else "memory")
+  assert r["tokens_per_s_per_chip"] == pytest.approx(plan.tokens / r["step_s"] / 8)
+  assert r["mfu"] == pytest.approx(plan.model_flops / (8 * 989e12 * r["step_s"]))
+  assert "roofline estimate on h100" in plan.table(h100) and "roofline" not in plan.table()
+  c.model.remat = "full"  # the forward pass runs twice: 4/3 of the model FLOPs
+  assert plan_train(c, jax.devices(), 2 ** 30).hardware_flops == pytest.approx(
+      plan.model_flops * 4 / 3)
+  c.model.lora.rank = 4  # ... and the frozen weights get no gradients: 3/3
+  assert plan_train(c, jax.devices(), 2 ** 30).hardware_flops == pytest.approx(plan.model_flops)
+  # A v4 chip shows two devices: each gets half its peaks, and tokens count per chip.
+  fake = [type("D", (), {"coords": (i // 2, 0, 0)})() for i in range(8)]
+  v4 = topology_rates("v4:2x2x1", fake)
+  assert (v4.flops, v4.bandwidth, v4.devices_per_chip) == (275e12 / 2, 1200e9 / 2, 2)
+  assert plan.roofline(v4)["tokens_per_s_per_chip"] == pytest.approx(
+      plan.tokens / plan.roofline(v4)["step_s"] / 4)

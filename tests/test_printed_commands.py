@@ -36,8 +36,8 @@ SHORT_FORMS = {
         [],
     "python -m irl_lm.plan --config=configs/t5_xl.py --topology=v5e:4x4":
         ["--config.model.size=t5-tiny"],
-    "python -m irl_lm.plan --config=configs/llama_3b.py:ilql --devices=8 --device_memory=80GiB":
-        ["--config.model.size=llama-tiny"],
+    "python -m irl_lm.plan --config=configs/llama_3b.py:ilql --devices=8 --device_memory=80GiB "
+    "--chip=h100": ["--config.model.size=llama-tiny"],
     "python -m irl_lm.main --config=configs/quickstart.py:mle --workdir=/tmp/mine "
     "--config.model.init_from=/models/Llama-3.2-1B --config.data.task=jsonl "
     "--config.data.jsonl.train=train.jsonl --config.data.jsonl.validation=valid.jsonl "

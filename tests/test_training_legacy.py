@@ -38,11 +38,15 @@ def test_an_old_workdir_resumes_to_the_old_codes_result(name, tmp_path):
   with open(os.path.join(LEGACY, "golden.json")) as f:
     want = json.load(f)[name]
   assert set(got) == set(want)
+  # Online IQLearn trains on its own samples, and the sampler has drawn them by inverse CDF
+  # since issue 27 (the same distribution as the old Gumbel-max, other tokens for a key):
+  # its steps 3-4 differ from the old code's by under 1% (leaf sums), the others' not at all.
+  rtol, atol = (1e-2, 1e-2) if name == "iqlearn_online" else (2e-5, 1e-4)
   for field, sums in want.items():
     found = leaf_sums(got[field])
     assert set(found) == set(sums), field
     for path, value in sums.items():
-      np.testing.assert_allclose(found[path], value, rtol=2e-5, atol=1e-4, err_msg=path)
+      np.testing.assert_allclose(found[path], value, rtol=rtol, atol=atol, err_msg=path)
 
 
 def test_an_old_ilql_workdir_reads_its_target_heads():

@@ -154,7 +154,7 @@ def make_sampler(model: nn.Module, length: int, temperature: float
   """
   cfg, n = model.cfg, length
   settings = Settings(method="sample", max_new_tokens=n, eos_id=cfg.eos_id,
-                      temperature=temperature)
+                      temperature=temperature, scores=False)
   session = session_for(model, n, 1)
 
   def sample(params: Any, batch: Batch, key: Array) -> dict[str, Array]:

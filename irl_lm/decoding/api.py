@@ -1,6 +1,7 @@
 """``generate``: jitted, sharded decoding for T5 and decoder-only models."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -27,12 +28,13 @@ class GenerateOutput(NamedTuple):
   Attributes:
     tokens: [batch, n, max_new_tokens] int32, 0 after each row's EOS.
     scores: [batch, n] summed log-probabilities of the chosen tokens under the
-      decoding distribution (beam search: the beam score), EOS included.
+      decoding distribution (beam search: the beam score), EOS included; None
+      when greedy or sampled with ``with_scores=False``.
     lengths: [batch, n] generated tokens up to and including EOS.
   """
 
   tokens: jax.Array
-  scores: jax.Array
+  scores: jax.Array | None
   lengths: jax.Array
 
 
@@ -42,7 +44,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
              eos_id: int | None = None, rng: jax.Array | None = None, ilql_beta: float = 0.0,
              behaviour_top_k: int = 0, behaviour_top_p: float = 1.0,
              target_heads: Any | None = None, use_target_heads: bool = True,
-             mesh: Mesh | None = None, rules: shd.Rules = shd.DEFAULT_RULES) -> GenerateOutput:
+             with_scores: bool = True, mesh: Mesh | None = None,
+             rules: shd.Rules = shd.DEFAULT_RULES) -> GenerateOutput:
   """Generates continuations with a key/value cache in one jitted loop.
 
   Args:
@@ -71,6 +74,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
       ILQL perturbation; the others get -inf); 0 and 1 are off.
     target_heads: ILQL target Q heads ``{"q1", "q2"}`` (a train state's
       ``target_q``), used when ``use_target_heads`` (else the online heads are).
+    with_scores: sum the chosen tokens' log-probabilities into ``scores`` (greedy and
+      sample; off, the token choice skips the normaliser greedy decoding does not need).
     mesh: shard the batch over the mesh's batch axes (and the parameters by
       ``rules``); the batch is padded to a multiple of the batch shards.
     rules: logical axis rules used with ``mesh``.
@@ -79,6 +84,7 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
   s = _settings(cfg, method, max_new_tokens, temperature, top_k, top_p, num_beams, num_samples,
                 eos_id, ilql_beta, HEADS in params, target_heads, use_target_heads,
                 behaviour_top_k, behaviour_top_p, VALUE_TRUNK in params)
+  s = dataclasses.replace(s, scores=with_scores or method == "beam")
   if not s.ilql:
     params = trunk_params(params)
   inputs = _inputs(cfg, batch, max_new_tokens)
@@ -95,7 +101,8 @@ def generate(model: nn.Module, params: Any, batch: Mapping[str, Any], *, max_new
   tokens, scores, lengths = fn(params, inputs, target, beta, rng)
   per = s.rows_per_input
   return GenerateOutput(tokens.reshape(-1, per, max_new_tokens)[:b],
-                        scores.reshape(-1, per)[:b], lengths.reshape(-1, per)[:b])
+                        None if scores is None else scores.reshape(-1, per)[:b],
+                        lengths.reshape(-1, per)[:b])
 
 
 def _settings(cfg: ModelConfig, method: str, max_new_tokens: int, temperature: float,
@@ -178,7 +185,8 @@ def _compiled(cfg: ModelConfig, s: Settings, mesh: Mesh | None, rules: tuple[Any
   in_sh = {k: shd.batch_sharding(mesh, rules, 1 if k == "prompt_lengths" else 2)
            for k in input_names}
   rep = shd.replicated(mesh)
-  out_sh = (shd.batch_sharding(mesh, rules, 2), shd.batch_sharding(mesh, rules, 1),
+  out_sh = (shd.batch_sharding(mesh, rules, 2),
+            shd.batch_sharding(mesh, rules, 1) if s.scores else None,
             shd.batch_sharding(mesh, rules, 1))
   jitted = shd.jit(run, mesh, rules, in_shardings=(p_sh, in_sh, target_sh, rep, rep),
                    out_shardings=out_sh)

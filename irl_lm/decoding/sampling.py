@@ -33,6 +33,7 @@ class Settings:
   behaviour_top_k: int = 0
   behaviour_top_p: float = 1.0
   value_trunk: bool = False  # ILQL values from a separate value trunk
+  scores: bool = True  # sum each chosen token's log-probability (beam search always does)
 
   @property
   def rows_per_input(self) -> int:
@@ -114,17 +115,32 @@ def _first_max(x: Array, best: Array) -> Array:
   return jnp.min(jnp.where(x == best, idx, x.shape[-1]), axis=-1)
 
 
-def choose(scores: Array, s: Settings, key: Array | None = None) -> tuple[Array, Array]:
-  """One token per row and its log-probability under the decoding distribution.
+def choose(scores: Array, s: Settings, key: Array | None = None
+           ) -> tuple[Array, Array | None]:
+  """One token per row and, if ``s.scores``, its log-probability under the decoding
+  distribution (else None).
 
-  Greedy (the first most likely token) when ``key`` is None, else a sample
-  (Gumbel-max, as ``jax.random.categorical``). Returns int32 [rows], float32 [rows].
+  Greedy (``key`` None): the first most likely token, from the row maximum; the
+  log-sum-exp that its score needs is computed only when the score is asked for.
+  Sampling: inverse-CDF, one uniform number per row against the running sum of
+  ``exp(x - max)``, whose last entry also gives the score's normaliser. It draws from the
+  same distribution as Gumbel-max, which needs a random number per vocabulary entry and
+  costs several times more on CPU (``bench/decode.py``). Returns int32 [rows] and
+  float32 [rows] or None.
   """
   x = filtered(scores, s)
   best = jnp.max(x, axis=-1, keepdims=True)
-  lse = best[..., 0] + jnp.log(jnp.sum(jnp.exp(x - best), axis=-1))
   if key is None:
-    return _first_max(x, best), best[..., 0] - lse
-  noisy = x + jax.random.gumbel(key, x.shape, x.dtype)
-  tok = _first_max(noisy, jnp.max(noisy, axis=-1, keepdims=True))
-  return tok, jnp.take_along_axis(x, tok[:, None], axis=-1)[:, 0] - lse
+    tok = _first_max(x, best)
+    if not s.scores:
+      return tok, None
+    total = jnp.sum(jnp.exp(x - best), axis=-1)
+  else:
+    cdf = jnp.cumsum(jnp.exp(x - best), axis=-1)
+    total = cdf[..., -1]
+    u = (1.0 - jax.random.uniform(key, total.shape, cdf.dtype)) * total  # in (0, total]
+    tok = jnp.minimum(jnp.sum(cdf < u[..., None], axis=-1), x.shape[-1] - 1).astype(jnp.int32)
+    if not s.scores:
+      return tok, None
+  picked = jnp.take_along_axis(x, tok[..., None], axis=-1)[..., 0]
+  return tok, picked - best[..., 0] - jnp.log(total)

@@ -19,9 +19,10 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
   """Decodes ``s.num_samples`` rows per input (greedy: argmax).
 
   Returns:
-    ``(tokens [rows, max_new_tokens], scores [rows], lengths [rows])``: tokens
-    after a row's EOS are 0; scores sum each chosen token's log-probability
-    under the decoding distribution; lengths count tokens up to and including EOS.
+    ``(tokens [rows, max_new_tokens], scores [rows] or None, lengths [rows])``:
+    tokens after a row's EOS are 0; scores (None unless ``s.scores``) sum each chosen
+    token's log-probability under the decoding distribution; lengths count tokens up
+    to and including EOS.
   """
   n = s.max_new_tokens
 
@@ -29,17 +30,19 @@ def sample_or_greedy(session: Session, s: Settings, params: Any, inputs: Mapping
     key = None if s.method == "greedy" else jax.random.fold_in(rng, i)
     values = guide(out.hidden) if guide is not None else None
     tok, lp = choose(token_scores(out.logits, beta, s, values), s, key)
-    return jnp.where(done, 0, tok), jnp.where(done, 0.0, lp)
+    return jnp.where(done, 0, tok), None if lp is None else jnp.where(done, 0.0, lp)
 
   def record(state, i, tok, lp):
     tokens, score, length, done = state
     tokens = lax.dynamic_update_slice(tokens, tok[:, None], (0, i))
-    return tokens, score + lp, length + (~done).astype(jnp.int32), done | (tok == s.eos_id)
+    score = None if lp is None else score + lp
+    return tokens, score, length + (~done).astype(jnp.int32), done | (tok == s.eos_id)
 
   out, carry = session.start(params, inputs)
   rows = out.logits.shape[0]
-  state = (jnp.zeros((rows, n), jnp.int32), jnp.zeros((rows,), jnp.float32),
-           jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
+  score = jnp.zeros((rows,), jnp.float32) if s.scores else None
+  state = (jnp.zeros((rows, n), jnp.int32), score, jnp.zeros((rows,), jnp.int32),
+           jnp.zeros((rows,), bool))
   tok, lp = pick(out, 0, state[3])
   state = record(state, 0, tok, lp)
 

@@ -159,16 +159,26 @@ def dense_attention(q: Array, k: Array, v: Array, mask: Any, bias: Any, scale: A
 
   q [b, tq, h, d]; k, v [b, g, tk, d] (heads before length, the cache's layout); softcap
   ``> 0`` caps the scores to ``softcap * tanh(s / softcap)`` before bias and mask (Gemma 2).
+  The queries of one kv head are stacked as ``[b, g, r * tq, d]``, so both products are
+  batched GEMMs over (b, g) that read q, k, v, the scores and their gradients in place;
+  only the queries and the output change layout (once each way).
   """
   b, tq, h, d = q.shape
   g = k.shape[1]
-  s = _scores(q.reshape(b, tq, g, h // g, d), k, scale, softcap)
+  r = h // g
+  qh = q.reshape(b, tq, g, r, d).transpose(0, 2, 3, 1, 4).reshape(b, g, r * tq, d)
+  s = jax.lax.dot_general(qh, k, (((3,), (3,)), ((0, 1), (0, 1))),
+                          preferred_element_type=jnp.float32) * scale
+  if softcap:
+    s = softcap * jnp.tanh(s / softcap)
+  s = s.reshape(b, g, r, tq, -1)
   if bias is not None:
     s = s + _grouped(bias.full(), g).astype(jnp.float32)
   if mask is not None:
     s = jnp.where(_grouped(mask.full(), g), s, NEG_INF)
-  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-  return jnp.einsum("bgrqk,bgkd->bqgrd", p, v).reshape(b, tq, h, d)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype).reshape(b, g, r * tq, -1)
+  out = jax.lax.dot_general(p, v, (((3,), (2,)), ((0, 1), (0, 1))))  # [b, g, r * tq, d]
+  return out.reshape(b, g, r, tq, d).transpose(0, 3, 1, 2, 4).reshape(b, tq, h, d)
 
 
 def _block_size(n: int, want: int) -> int:

@@ -129,6 +129,9 @@ class ModelConfig:
   # AUTO_CHUNKED_LENGTH keys). Execution only: the numbers agree to float rounding.
   attention: str = "xla"
   attention_block: int = 512
+  # One matmul for q, k and v (self-attention) and one for a gated MLP's gate and up
+  # (models.fused); the numbers are the separate projections'. Execution only.
+  fused_projections: bool = False
   # LoRA (models.lora): rank 0 = off; adapters on the named projections of every layer
   lora_rank: int = 0
   lora_alpha: float = 16.0
@@ -169,6 +172,13 @@ class ModelConfig:
       raise ConfigError(f"model.lora.targets names 'gate', which a {self.layout} model lacks "
                         "(its MLP has no gate projection)",
                         expected=f"names from {tuple(t for t in LORA_TARGETS if t != 'gate')}")
+    joined = set(self.lora_targets) & {"q", "k", "v", "gate", "up"}
+    if self.fused_projections and self.lora_rank and joined:
+      raise ConfigError(f"model.fused_projections joins q/k/v and gate/up into one kernel "
+                        f"each, and LoRA adapts them separately (model.lora.targets names "
+                        f"{tuple(t for t in self.lora_targets if t in joined)})",
+                        expected="model.lora.targets from ('o', 'down'), or "
+                        "model.fused_projections=False")
     if self.attention not in ATTENTION:
       raise ConfigError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
     if self.norm not in NORMS:

@@ -14,8 +14,8 @@ from irl_lm.models.attention import CausalMask
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.heads import ModelOutput
 from irl_lm.models.layers import (MLP, NO_WINDOW, Attention, DecodeState, LayerStack, constrain,
-                                  dense, embedding, norm, per_layer, pick, positions,
-                                  segment_ids)
+                                  dense, embed_logits, embedding, norm, per_layer, pick,
+                                  positions, segment_ids)
 from irl_lm.models.rope import rope_table
 
 Array = jax.Array
@@ -104,7 +104,7 @@ class Decoder(nn.Module):
         ctx["rope_local"] = rope_table(cfg, pos, local=True)
     x = self.decoder(x, ctx, cache_index, decode=decode, deterministic=deterministic)
     h = self.dropout(self.final_norm(x), deterministic=deterministic)
-    logits = self.embed.attend(h) if cfg.tie_word_embeddings else self.lm_head(h)
+    logits = embed_logits(self.embed, h) if cfg.tie_word_embeddings else self.lm_head(h)
     logits = logits.astype(jnp.float32)
     if cfg.final_softcap:
       logits = cfg.final_softcap * jnp.tanh(logits / cfg.final_softcap)

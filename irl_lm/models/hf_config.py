@@ -85,7 +85,8 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
 
 # How a run executes, and the LoRA adapters it trains: never in config.json.
 EXECUTION_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention", "attention_block",
-                    "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "param_dtype")
+                    "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "param_dtype",
+                    "fused_projections")
 
 
 def check_exportable(cfg: ModelConfig) -> None:

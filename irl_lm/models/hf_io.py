@@ -22,7 +22,7 @@ from irl_lm import sharding as shd
 from irl_lm.errors import InputError, MissingError
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.factory import build_model, init_heads, param_logical_specs
-from irl_lm.models import base_record, lora, peft_format
+from irl_lm.models import base_record, fused, lora, peft_format
 from irl_lm.models.heads import AUX_HEADS, HEADS, VALUE_TRUNK
 from irl_lm.models.hf_config import (EXECUTION_FIELDS, LFS_POINTER_PREFIX, check_exportable,
                                      check_not_lfs_pointer, from_hf_config, read_json)
@@ -294,12 +294,14 @@ def from_pretrained(path: str, *, value_heads: bool = False, value_trunk: bool =
   if adapter is not None and os.path.exists(os.path.join(adapter, base_record.RECORD_FILE)):
     base_record.check(adapter, path, "this adapter")  # one irl_lm exported
   specs, abstract = param_logical_specs(cfg, heads=value_heads, value_trunk=value_trunk)
-  unrolled = cfg.replace(scan_layers=False, lora_rank=0)  # the checkpoint's own weights
+  # the checkpoint's own weights: separate projections, one entry per layer
+  unrolled = cfg.replace(scan_layers=False, lora_rank=0, fused_projections=False)
   shapes = traverse_util.flatten_dict(param_logical_specs(unrolled)[1])
   shapes = {k: tuple(v.shape) for k, v in shapes.items()}
   flat = _read_trunk(cfg, SafetensorsDir(path), shapes, path)
   if value_trunk:
     flat.update(_read_value_trunk(cfg, path, shapes, flat))
+  flat = fused.join(flat, cfg)
   if value_heads:
     flat.update(_read_heads(cfg, path, rng))
   if cfg.lora_rank:  # a PEFT adapter's, else fresh (B = 0: the base model's numbers)
@@ -447,7 +449,7 @@ def save_pretrained(model: nn.Module, params: Any, path: str, source: str | None
     params = lora.merged(params, cfg)
   params = multihost_utils.process_allgather(params, tiled=True)
   flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
-  flat = _unstack_layers(flat)
+  flat = fused.split(_unstack_layers(flat), cfg)
   if jax.process_index() != 0:
     return
   os.makedirs(path, exist_ok=True)

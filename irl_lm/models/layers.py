@@ -21,6 +21,7 @@ from irl_lm.models.rope import apply_rope
 
 Array = jax.Array
 NO_WINDOW = np.int32(0)  # a CausalMask window that keeps every key
+FUSED_QKV, FUSED_MLP = "qkv", "wi_gate_up"  # model.fused_projections' kernels (models.fused)
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
@@ -36,6 +37,33 @@ def constrain(x: Array, names: Sequence[str | None]) -> Array:
   Resolved by the same rules and divisibility fallback as the parameters.
   """
   return shd.constrain(x, tuple(names))
+
+
+def matmul(x: Array, kernel: Array, n: int) -> Array:
+  """``x``'s last ``n`` axes contracted with ``kernel``'s first ``n``, as one 2-D matmul.
+
+  Leading axes of ``x`` and the contracted axes are flattened (free reshapes of
+  row-major arrays), so the forward and both backward products are plain GEMMs that
+  read their operands in place: a dot_general over ``[batch, length, ...]`` makes
+  XLA:CPU materialise transposes for the kernel's gradient.
+  """
+  lead, k_shape = x.shape[:x.ndim - n], kernel.shape[:n]
+  if jax.sharding.get_abstract_mesh().size > 1:
+    # Sharded, the axes stay apart: GSPMD then shards batch and features separately
+    # (flattened, jax 0.10.2's partitioner miscomputed an fsdp-sharded head on CPU).
+    return lax.dot_general(x, kernel, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))),
+                                       ((), ())))
+  k = int(np.prod(k_shape))
+  y = lax.dot_general(x.reshape(-1, k), kernel.reshape(k, -1), (((1,), (0,)), ((), ())))
+  return y.reshape(lead + kernel.shape[n:])
+
+
+def embed_logits(embed: nn.Embed, x: Array) -> Array:
+  """Tied-embedding logits ``x @ E^T`` as one 2-D matmul (see ``matmul``)."""
+  table = jnp.asarray(embed.embedding, embed.dtype)
+  y = lax.dot_general(x.astype(embed.dtype).reshape(-1, x.shape[-1]), table,
+                      (((1,), (1,)), ((), ())))
+  return y.reshape(x.shape[:-1] + (table.shape[0],))
 
 
 class DenseGeneral(nn.Module):
@@ -61,11 +89,12 @@ class DenseGeneral(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     axis = tuple(a % x.ndim for a in self.axis)
+    if axis != tuple(range(x.ndim - len(axis), x.ndim)):
+      raise ValueError(f"DenseGeneral contracts trailing axes only, got axis={self.axis}")
     shape = tuple(x.shape[a] for a in axis) + self.features
     kernel = self.param("kernel", nn.with_logical_partitioning(
         nn.initializers.normal(self.stddev), self.names), shape, jnp.float32)
-    y = lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                        ((axis, tuple(range(len(axis)))), ((), ())))
+    y = matmul(x.astype(self.dtype), kernel.astype(self.dtype), len(axis))
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros, self.names[len(axis):]), self.features, jnp.float32)
@@ -84,9 +113,7 @@ class DenseGeneral(nn.Module):
         nn.initializers.zeros, (None,) + self.names[n:]),
         (self.lora_rank,) + self.features, jnp.float32)
     h = nn.Dropout(self.lora_dropout)(x, deterministic=self.deterministic)
-    h = lax.dot_general(h.astype(self.dtype), a.astype(self.dtype),
-                        ((axis, tuple(range(n))), ((), ())))
-    h = lax.dot_general(h, b.astype(self.dtype), (((h.ndim - 1,), (0,)), ((), ())))
+    h = matmul(matmul(h.astype(self.dtype), a.astype(self.dtype), n), b.astype(self.dtype), 1)
     return (self.lora_scale * h).astype(self.dtype)
 
 
@@ -153,7 +180,11 @@ class MLP(nn.Module):
     cfg = self.cfg
     act, bias = ACTIVATIONS[cfg.activation], cfg.mlp_bias
     det = self.deterministic
-    if cfg.gated_mlp:
+    if cfg.gated_mlp and cfg.fused_projections:  # one [d, 2, d_ff] kernel: gate, up
+      gate_up = dense((2, cfg.d_ff), ("embed", None, "mlp"), cfg, FUSED_MLP, use_bias=bias,
+                      deterministic=det)(x)
+      h = act(gate_up[..., 0, :]) * gate_up[..., 1, :]
+    elif cfg.gated_mlp:
       h = act(dense(cfg.d_ff, ("embed", "mlp"), cfg, "wi_0", use_bias=bias, lora="gate",
                     deterministic=det)(x)) * dense(
           cfg.d_ff, ("embed", "mlp"), cfg, "wi_1", use_bias=bias, lora="up",
@@ -190,18 +221,27 @@ class Attention(nn.Module):
     cfg = self.cfg
     g = cfg.kv_heads
     det = self.deterministic
-    q = dense((cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, "query",
-              use_bias=cfg.qkv_bias, lora="q", deterministic=det)(x)
+    fused = cfg.fused_projections and not self.cross
+    if fused:  # one [d, g, h/g + 2, head_dim] kernel: each kv head's queries, its key, value
+      r = cfg.num_heads // g
+      qkv = dense((g, r + 2, cfg.head_dim), ("embed", "kv_heads", None, "kv"), cfg, FUSED_QKV,
+                  use_bias=cfg.qkv_bias, deterministic=det)(x)
+      q = qkv[..., :r, :].reshape(*qkv.shape[:-3], cfg.num_heads, cfg.head_dim)
+      k, v = qkv[..., r, :], qkv[..., r + 1, :]
+    else:
+      q = dense((cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, "query",
+                use_bias=cfg.qkv_bias, lora="q", deterministic=det)(x)
     if cfg.qk_norm:
       q = norm(cfg, "query_norm", ("kv",))(q)
     q = constrain(q, ("batch", "length", "heads", "kv"))
     project_kv = kv_input is not None or not self.cross
     if project_kv:
       src = x if not self.cross else kv_input
-      k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key",
-                use_bias=cfg.qkv_bias, lora="k", deterministic=det)(src)
-      v = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "value",
-                use_bias=cfg.qkv_bias, lora="v", deterministic=det)(src)
+      if not fused:
+        k = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "key",
+                  use_bias=cfg.qkv_bias, lora="k", deterministic=det)(src)
+        v = dense((g, cfg.head_dim), ("embed", "kv_heads", "kv"), cfg, "value",
+                  use_bias=cfg.qkv_bias, lora="v", deterministic=det)(src)
       if cfg.qk_norm:
         k = norm(cfg, "key_norm", ("kv",))(k)
       if rope is not None:

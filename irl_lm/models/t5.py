@@ -11,7 +11,8 @@ from irl_lm.models.attention import CausalMask, PaddingMask, RelativeBias
 from irl_lm.models.config import ModelConfig
 from irl_lm.models.heads import ModelOutput
 from irl_lm.models.layers import (MLP, NO_WINDOW, Attention, DecodeState, LayerStack, constrain,
-                                  dense, embedding, norm, positions, segment_ids)
+                                  dense, embed_logits, embedding, norm, positions,
+                                  segment_ids)
 
 Array = jax.Array
 
@@ -39,6 +40,14 @@ def _self_bias(cfg: ModelConfig, bidirectional: bool, shared: Array | None,
   if not cfg.rel_bias_per_layer:
     return shared
   return RelativePositionBias(cfg, bidirectional, name="relpos")(q_pos, k_pos)
+
+
+def _bias_positions(batch: Mapping[str, Array], prefix: str, tokens: Array) -> Array:
+  """Positions for the relative bias: the batch's own (packed rows), else one row of
+  0..t-1 that every row shares, so the bias is built once as [1, h, t, t] and broadcast
+  in the scores' sum instead of gathered and laid out per row."""
+  pos = positions(batch, prefix, tokens)
+  return pos if f"{prefix}_positions" in batch else pos[:1]
 
 
 class EncoderBlock(nn.Module):
@@ -116,7 +125,7 @@ class T5(nn.Module):
     cfg = self.cfg
     tokens = batch["encoder_input_tokens"]
     seg = segment_ids(batch, "encoder", tokens, cfg.pad_id)
-    pos = positions(batch, "encoder", tokens)
+    pos = _bias_positions(batch, "encoder", tokens)
     x = self.dropout(self.shared(tokens), deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
     bias = None if cfg.rel_bias_per_layer else self.enc_relpos(pos, pos)
@@ -147,12 +156,13 @@ class T5(nn.Module):
     else:
       q_pos = k_pos = positions(batch, "decoder", tokens)
       self_mask = CausalMask(dseg, dseg, q_pos, q_pos, NO_WINDOW)
+      q_pos = k_pos = _bias_positions(batch, "decoder", tokens)
     bias = None if cfg.rel_bias_per_layer else self.dec_relpos(q_pos, k_pos)
     x = self.decoder(x, encoded, self_mask, bias, q_pos, k_pos, PaddingMask(dseg, enc_seg),
                      cache_index, decode=decode, deterministic=deterministic)
     h = self.dropout(self.decoder_norm(x), deterministic=deterministic)
     out = h * cfg.d_model ** -0.5 if cfg.head_rescale else h
-    logits = self.shared.attend(out) if cfg.tie_word_embeddings else self.lm_head(out)
+    logits = embed_logits(self.shared, out) if cfg.tie_word_embeddings else self.lm_head(out)
     logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
     return ModelOutput(logits=logits, hidden=h)
 

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 from irl_lm import sharding as shd
 from irl_lm.errors import ConfigError
 from irl_lm.models import trunks
-from irl_lm.planning.devices import GIB, parse_memory
+from irl_lm.planning.devices import GIB, Rates, parse_memory
 from irl_lm.training import flops
 from irl_lm.training.builders import Run, build_run
 
@@ -40,6 +40,11 @@ class Plan:
   model_flops: float
   xla_flops: float
   note: str = ""  # e.g. the TPU compiler's refusal, when it would not compile the step
+  bytes_accessed: float = float("nan")  # per device, XLA's cost analysis
+  tokens: int = 0  # per step, all devices
+  devices: int = 1
+  hardware_flops: float = 0.0  # FLOPs the step runs (full remat: + a forward; LoRA: no
+  # frozen-weight gradients); see _hardware_share
 
   @property
   def total(self) -> int:
@@ -57,7 +62,28 @@ class Plan:
              "activations and temporaries": self.temporaries}
     return max(terms.items(), key=lambda kv: kv[1])
 
-  def table(self) -> str:
+  def roofline(self, rates: Rates) -> dict[str, Any]:
+    """A lower bound on the step time from the compiled module's cost and the chip's peaks.
+
+    Compute time: the per-device FLOPs over the peak FLOP/s. Memory time: the bytes moved
+    over the memory bandwidth. The step takes at least the larger (an estimate: it assumes
+    perfect overlap and no communication). XLA's cost analysis counts a loop's body once
+    (a scanned layer stack: one layer), so each side takes the larger of XLA's count and a
+    count that loops cannot hide: the hardware FLOPs (``_hardware_share`` of the model
+    FLOPs) split evenly over the devices, and every argument read and every output written
+    once. Also the tokens/s per chip and the MFU that bound implies.
+    """
+    flop = max(self.xla_flops, max(self.hardware_flops, self.model_flops) / self.devices)
+    moved = max(self.bytes_accessed, self.arguments + self.outputs)
+    compute, memory = flop / rates.flops, moved / rates.bandwidth
+    step = max(compute, memory)
+    chips = self.devices / rates.devices_per_chip
+    return {"chip": rates.chip, "compute_s": compute, "memory_s": memory, "step_s": step,
+            "bound": "compute" if compute >= memory else "memory",
+            "tokens_per_s_per_chip": self.tokens / step / chips,
+            "mfu": self.model_flops / (self.devices * rates.flops * step)}
+
+  def table(self, rates: Rates | None = None) -> str:
     g = lambda b: f"{b / GIB:8.3f} GiB"
     rows = [(f"{self.name}: per device", ""),
             ("  parameters", g(self.params)), ("  optimizer state", g(self.optimizer)),
@@ -71,11 +97,23 @@ class Plan:
             ("  XLA FLOPs per step (per device)", f"{self.xla_flops:.3e}")]
     if self.note:
       rows.append(("  note", self.note))
+    if rates is not None and np.isfinite(self.xla_flops) and np.isfinite(self.bytes_accessed):
+      r = self.roofline(rates)
+      rows += [(f"  roofline estimate on {rates.chip} (a lower bound, not a measurement)", ""),
+               ("    compute time (hardware or XLA FLOPs / peak)",
+                f"{1e3 * r['compute_s']:.2f} ms"),
+               ("    memory time (bytes moved / bandwidth)", f"{1e3 * r['memory_s']:.2f} ms"),
+               ("    step time at least", f"{1e3 * r['step_s']:.2f} ms ({r['bound']}-bound)"),
+               ("    tokens/s per chip at most", f"{r['tokens_per_s_per_chip']:,.0f}"),
+               ("    MFU at most", f"{100 * r['mfu']:.1f}%")]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
 
-  def as_dict(self) -> dict[str, Any]:
-    return {**dataclasses.asdict(self), "total": self.total, "share": self.share}
+  def as_dict(self, rates: Rates | None = None) -> dict[str, Any]:
+    out = {**dataclasses.asdict(self), "total": self.total, "share": self.share}
+    if rates is not None and np.isfinite(self.xla_flops) and np.isfinite(self.bytes_accessed):
+      out["roofline"] = self.roofline(rates)
+    return out
 
 
 def _shard_bytes(tree: Any, shardings: Any) -> int:
@@ -98,8 +136,8 @@ _REFUSED_TOTAL = re.compile(r"RESOURCE_EXHAUSTED.*?Used ([\d.]+[KMGT]?) of [\d.]
 
 
 def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
-             ) -> tuple[tuple[int, int, int, int], float, str]:
-  """``(memory, xla_flops, note)`` of the compiled step.
+             ) -> tuple[tuple[int, int, int, int], tuple[float, float], str]:
+  """``(memory, (xla_flops, bytes_accessed), note)`` of the compiled step.
 
   A TPU compiler refuses a program whose temporaries exceed the chip's memory;
   the plan then takes the temporaries from its message and the other terms
@@ -114,14 +152,24 @@ def _compile(lowered: jax.stages.Lowered, arguments: int, donated: int
     if m is None and total is None:
       raise
     temp = parse_memory(m.group(1)) if m else max(0, parse_memory(total.group(1)) - arguments)
-    return (arguments, donated, temp, donated), float("nan"), str(e).split("\n")[0][:200]
-  return _memory(compiled), _xla_flops(compiled), ""
+    nan = float("nan")
+    return (arguments, donated, temp, donated), (nan, nan), str(e).split("\n")[0][:200]
+  return _memory(compiled), _cost(compiled), ""
 
 
-def _xla_flops(compiled: Any) -> float:
+def _hardware_share(cfg: Any) -> float:
+  """The FLOPs a train step runs per model FLOP (forward, activation gradients and weight
+  gradients, a third each): full remat runs the forward twice (+1/3); LoRA skips the frozen
+  weights' gradients (-1/3, an underestimate by the adapters' and heads' own, as a lower
+  bound may be)."""
+  return (3 + (cfg.remat == "full") - bool(cfg.lora_rank)) / 3
+
+
+def _cost(compiled: Any) -> tuple[float, float]:
+  """Per-device FLOPs and bytes accessed from XLA's cost analysis."""
   cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get("flops", 0.0))
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", float("nan")))
 
 
 def lower_train(config: ml_collections.ConfigDict, devices: list[jax.Device]
@@ -141,14 +189,16 @@ def plan_train(config: ml_collections.ConfigDict, devices: list[jax.Device],
   everything = _shard_bytes(abstract, shardings)
   batch = run.abstract_batch()
   batch_bytes = _shard_bytes(batch, jax.tree.map(lambda x: x.sharding, batch))
-  (args, outs, temp, alias), xla_flops, note = _compile(lowered, everything + batch_bytes,
-                                                        everything)
+  (args, outs, temp, alias), (xla_flops, accessed), note = _compile(
+      lowered, everything + batch_bytes, everything)
   d = config.data
   algo = run.algorithm
   model_flops = flops.train_flops_per_step(run.model_cfg, d.batch_size, d.inputs_length,
                                            d.targets_length, algo.value_heads, algo.value_trunk)
   return Plan(f"train step ({dict(run.mesh.shape)})", device_memory, params, opt,
-              everything - params - opt, args, outs, temp, alias, model_flops, xla_flops, note)
+              everything - params - opt, args, outs, temp, alias, model_flops, xla_flops, note,
+              accessed, d.batch_size * (d.inputs_length + d.targets_length), len(devices),
+              model_flops * _hardware_share(run.model_cfg))
 
 
 def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
@@ -196,13 +246,14 @@ def plan_decode(config: ml_collections.ConfigDict, devices: list[jax.Device],
                        jax.ShapeDtypeStruct((b, 1), jnp.int32, sharding=run.batch_sharding()))
   params = _shard_bytes(abstract_params, p_shard)
   cache_bytes = _shard_bytes(cache, c_shard)
-  (args, outs, temp, alias), xla_flops, note = _compile(lowered, params + cache_bytes,
-                                                        cache_bytes)
+  (args, outs, temp, alias), (xla_flops, accessed), note = _compile(
+      lowered, params + cache_bytes, cache_bytes)
   # one new token (with ILQL's heads), attention over the cache omitted
   fwd = flops.forward_flops_per_example(cfg, 0, 1, run.algorithm.value_heads,
                                         value_trunk=run.algorithm.value_trunk)
   return Plan(f"decode step (batch {b}, cache length {max_len})", device_memory, params, 0,
-              cache_bytes, args, outs, temp, alias, b * fwd, xla_flops, note)
+              cache_bytes, args, outs, temp, alias, b * fwd, xla_flops, note, accessed, b,
+              len(devices))
 
 
 def _cache_sharding(path: Any, x: Any, mesh: Mesh, rules: shd.Rules) -> Any:

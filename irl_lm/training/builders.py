@@ -96,7 +96,8 @@ def _execution(config: ml_collections.ConfigDict) -> dict[str, Any]:
               dropout_rate=m.dropout_rate, attention=m.attention,
               attention_block=m.attention_block, lora_rank=m.lora.rank,
               lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-              lora_targets=tuple(m.lora.targets), param_dtype=m.param_dtype)
+              lora_targets=tuple(m.lora.targets), param_dtype=m.param_dtype,
+              fused_projections=m.fused_projections)
 
 
 def model_config(config: ml_collections.ConfigDict, task: seqio.Task | None) -> ModelConfig:

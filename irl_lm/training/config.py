@@ -114,6 +114,8 @@ def _keys() -> dict[str, Any]:
           # 2048 keys); attention_block: keys and queries per block
           attention=one_of(*ATTENTION)("xla"),
           attention_block=POSITIVE(512),
+          # one matmul for q/k/v and one for gate/up (joined at load, split at export)
+          fused_projections=False,
           # LoRA: rank 0 = full fine-tuning; adapters on the named projections (q, k, v, o,
           # gate, up, down), base frozen; the algorithm's heads still train
           lora=dict(rank=NON_NEGATIVE(0), alpha=POSITIVE(16.0),

@@ -54,7 +54,7 @@ class Evaluator:
       rows = [task_prompt(vocab, ex["inputs"][:cfg.data.inputs_length], self.kind)
               for ex in chunk]
       out = generate(self.run.model, state.params, prompt_batch(rows, self.kind, width, bs),
-                     mesh=self.run.mesh, rules=self.run.rules,
+                     mesh=self.run.mesh, rules=self.run.rules, with_scores=False,
                      **self.run.algorithm.decode_kwargs(state.extra), **kw)
       tokens = np.asarray(jax.device_get(out.tokens))
       preds += [decode_row(vocab, tokens[j, 0], eos) for j in range(len(chunk))]

@@ -75,15 +75,20 @@ def make_train_step(model: nn.Module, algorithm: Algorithm, optimizer: ml_collec
     loss, metrics, grads = _grads(loss_fn, trainable, frozen, state, extra, batch, rng, accum)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    params = lora.combine(optax.apply_updates(trainable, updates), frozen)
+
+    def update(_):
+      updates, opt_state = tx.update(grads, state.opt_state, trainable)
+      return optax.apply_updates(trainable, updates), opt_state
+    # A cond, not a select of new and old: the update then writes the donated buffers in
+    # place, where a select kept the old moments alive beside the new (a copy of each).
+    trained, opt_state = jax.lax.cond(finite, update, lambda _: (trainable, state.opt_state),
+                                      None)
+    params = lora.combine(trained, frozen)
     applied = tx.has_updated(opt_state) if multisteps else jnp.bool_(True)
     extra = algorithm.finish(state.extra, extra, params, finite, applied,
                              _update_count(opt_state))
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(
-        step=state.step + 1, params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state), extra=extra,
+        step=state.step + 1, params=params, opt_state=opt_state, extra=extra,
         nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
         skipped=state.skipped + (~finite).astype(jnp.int32))
     metrics = {**metrics, **prep_metrics, "loss": loss, "grad_norm": grad_norm,
