@@ -1,4 +1,5 @@
 """The AOT planner on a small config with simulated devices."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -141,6 +142,12 @@ def test_roofline_is_the_slower_of_compute_and_memory_at_the_chips_peaks():
   assert r["tokens_per_s_per_chip"] == pytest.approx(plan.tokens / r["step_s"] / 8)
   assert r["mfu"] == pytest.approx(plan.model_flops / (8 * 989e12 * r["step_s"]))
   assert "roofline estimate on h100" in plan.table(h100) and "roofline" not in plan.table()
+  c.model.lora.rank = 4  # no gradients for the frozen weights: 2/3, and the bound uses them
+  lora = plan_train(c, jax.devices(), 2 ** 30)
+  assert lora.hardware_flops == pytest.approx(lora.model_flops * 2 / 3)
+  looped = dataclasses.replace(lora, xla_flops=0.0)  # as XLA's count of a scanned stack
+  assert looped.roofline(h100)["compute_s"] == lora.hardware_flops / 8 / 989e12
+  c.model.lora.rank = 0
   c.model.remat = "full"  # the forward pass runs twice: 4/3 of the model FLOPs
   assert plan_train(c, jax.devices(), 2 ** 30).hardware_flops == pytest.approx(
       plan.model_flops * 4 / 3)

@@ -44,7 +44,7 @@ class Plan:
   tokens: int = 0  # per step, all devices
   devices: int = 1
   hardware_flops: float = 0.0  # FLOPs the step runs (full remat: + a forward; LoRA: no
-  # frozen-weight gradients); see _hardware_share
+  # frozen-weight gradients; see _hardware_share); 0: the model FLOPs
 
   @property
   def total(self) -> int:
@@ -73,7 +73,7 @@ class Plan:
     FLOPs) split evenly over the devices, and every argument read and every output written
     once. Also the tokens/s per chip and the MFU that bound implies.
     """
-    flop = max(self.xla_flops, max(self.hardware_flops, self.model_flops) / self.devices)
+    flop = max(self.xla_flops, (self.hardware_flops or self.model_flops) / self.devices)
     moved = max(self.bytes_accessed, self.arguments + self.outputs)
     compute, memory = flop / rates.flops, moved / rates.bandwidth
     step = max(compute, memory)
@@ -82,6 +82,12 @@ class Plan:
             "bound": "compute" if compute >= memory else "memory",
             "tokens_per_s_per_chip": self.tokens / step / chips,
             "mfu": self.model_flops / (self.devices * rates.flops * step)}
+
+  def _roofline_or_none(self, rates: Rates | None) -> dict[str, Any] | None:
+    """``roofline(rates)``, or None without a chip or a cost analysis (a refused compile)."""
+    if rates is None or not (np.isfinite(self.xla_flops) and np.isfinite(self.bytes_accessed)):
+      return None
+    return self.roofline(rates)
 
   def table(self, rates: Rates | None = None) -> str:
     g = lambda b: f"{b / GIB:8.3f} GiB"
@@ -97,8 +103,8 @@ class Plan:
             ("  XLA FLOPs per step (per device)", f"{self.xla_flops:.3e}")]
     if self.note:
       rows.append(("  note", self.note))
-    if rates is not None and np.isfinite(self.xla_flops) and np.isfinite(self.bytes_accessed):
-      r = self.roofline(rates)
+    r = self._roofline_or_none(rates)
+    if r is not None:
       rows += [(f"  roofline estimate on {rates.chip} (a lower bound, not a measurement)", ""),
                ("    compute time (hardware or XLA FLOPs / peak)",
                 f"{1e3 * r['compute_s']:.2f} ms"),
@@ -111,9 +117,8 @@ class Plan:
 
   def as_dict(self, rates: Rates | None = None) -> dict[str, Any]:
     out = {**dataclasses.asdict(self), "total": self.total, "share": self.share}
-    if rates is not None and np.isfinite(self.xla_flops) and np.isfinite(self.bytes_accessed):
-      out["roofline"] = self.roofline(rates)
-    return out
+    r = self._roofline_or_none(rates)
+    return {**out, "roofline": r} if r is not None else out
 
 
 def _shard_bytes(tree: Any, shardings: Any) -> int:
