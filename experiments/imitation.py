@@ -73,6 +73,8 @@ class Settings:
   online_every: int = 4
   tune_seeds: int = 2
   seeds: int = 5
+  methods: tuple[str, ...] = METHODS  # fine-tuned from the pretrained students
+  scratch: tuple[str, ...] = SCRATCH  # also trained from scratch
 
   def decodings(self) -> tuple[str, ...]:
     return ("greedy", "beam") + tuple(f"T{t:g}" for t in self.temperatures)
@@ -81,6 +83,14 @@ class Settings:
 QUICK = Settings(n_train=64, n_broad=64, n_eval=4, samples=2, temperatures=(0.5, 1.0),
                  teacher_steps=30, pretrain_steps=8, finetune_steps=8, scratch_steps=8,
                  mle_lrs=(3e-3,), lams=(0.3,), gail_lrs=(3e-4,), tune_seeds=1, seeds=1)
+# The lam sweep (`--suite=iqlearn_lambda`): IQLearn up to lam 2 (IQ-Learn's default alpha 0.5
+# is lam 0.5) against MLE, fine-tuned on an eighth of the demonstrations, where MLE has room to
+# lose (and overfits: its learning-rate grid reaches down to 1e-4); every setting is trained and
+# reported with every seed.
+LAMBDA = Settings(n_train=500, lams=(0.1, 0.5, 1.0, 2.0), methods=("mle", "iqlearn"), scratch=(),
+                  mle_lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2), tune_seeds=5)
+LAMBDA_QUICK = dataclasses.replace(QUICK, n_train=32, lams=(0.5, 2.0), methods=("mle", "iqlearn"),
+                                   scratch=())
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -299,13 +309,13 @@ def run_benchmark(*, teacher_dir: str | None, workroot: str, settings: Settings,
                 "init": "" if scratch else init[seed]})
 
   progress("imitation: tuning lr and lam on the validation prompts")
-  tune = run_stage([job(m, lam, lr, k) for m, lam, lr in _grid(s, METHODS)
+  tune = run_stage([job(m, lam, lr, k) for m, lam, lr in _grid(s, s.methods)
                     for k in range(s.tune_seeds) if init[k]], workroot, workers, progress)
   chosen = {m: _choose(tune, s, m, lambda m, lam, lr, k: _name(m, lam, lr, k, "pre"))
-            for m in METHODS}
+            for m in s.methods}
   progress(f"imitation: chosen {chosen}; training every seed")
-  final = [job(m, *chosen[m], k) for m in METHODS for k in range(s.seeds) if init[k]]
-  final += [job(m, *chosen[m], k, scratch=True) for m in SCRATCH for k in range(s.seeds)]
+  final = [job(m, *chosen[m], k) for m in s.methods for k in range(s.seeds) if init[k]]
+  final += [job(m, *chosen[m], k, scratch=True) for m in s.scratch for k in range(s.seeds)]
   results = run_stage(final, workroot, workers, progress)
   rows = [dict(results[j.name], name=j.name) for j in final]
   return {"settings": dataclasses.asdict(s), "teacher": teacher, "data": data,

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import dataclasses
 import importlib
 import json
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 RESULT = "result.json"
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +105,18 @@ def _run(workroot: str, job: Job) -> dict[str, Any]:
 _CORES: Any = None
 
 
+def _die_with_parent() -> None:
+  """Asks Linux to stop this worker when the suite's process dies, so that a killed suite
+  leaves no worker writing results behind it (no-op elsewhere)."""
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+  except OSError:
+    pass
+
+
 def _init_worker(cores: Any, cache_dir: str) -> None:
   """Pins this worker to the next free core, before JAX or TensorFlow start threads."""
+  _die_with_parent()
   with cores.get_lock():
     core = cores.value
     cores.value += 1

@@ -26,7 +26,7 @@ def health(rows: Sequence[dict[str, Any]], group: Sequence[str]) -> str:
   groups: dict[tuple, dict[str, float]] = {}
   for r in rows:
     if r["ok"]:
-      key = tuple(r.get(g) for g in group)
+      key = tuple(str(r.get(g)) for g in group)  # variants are dicts
       groups.setdefault(key, {})[r["name"]] = r.get("final_train_loss", float("nan"))
   for key, losses in groups.items():
     for name in protocol.outliers(losses):

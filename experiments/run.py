@@ -2,7 +2,8 @@
 
 ``--suite=offline_rl``: ILQL under delayed rewards against behaviour cloning
 (`offline_rl.py`); ``--suite=imitation``: IQLearn against MLE with a known
-expert (`imitation.py`); ``all`` (default) runs both. Tables, plots and the
+expert (`imitation.py`); ``--suite=iqlearn_lambda``: IQLearn's lam up to 2 against
+MLE on few demonstrations (`imitation.LAMBDA`); ``all`` (default) runs the three. Tables, plots and the
 verdicts go to ``--outdir``; finished runs are cached in ``--workroot`` (one folder per
 suite and settings), so an interrupted suite resumes. ``--quick`` checks every artefact in a few minutes.
 """
@@ -22,7 +23,8 @@ from irl_lm import cli
 from experiments import flags as shared
 
 shared.define()
-flags.DEFINE_enum("suite", "all", ["all", "offline_rl", "imitation"], "Which experiments.")
+SUITES = ("offline_rl", "imitation", "iqlearn_lambda")
+flags.DEFINE_enum("suite", "all", ["all", *SUITES], "Which experiments.")
 FLAGS = flags.FLAGS
 
 
@@ -49,6 +51,7 @@ def main(argv: list[str]) -> None:
   shared.check()
   from experiments import imitation, offline_rl
   from experiments.report_imitation import imitation_report
+  from experiments.report_lambda import lambda_report
   from experiments.report_offline_rl import offline_rl_report
   if FLAGS.teacher:
     from experiments.teacher import load_teacher
@@ -75,13 +78,22 @@ def main(argv: list[str]) -> None:
                                      workers=FLAGS.workers)
     _dump(result, "imitation.json")
     summary["imitation"] = imitation_report(result, FLAGS.outdir)
+  if FLAGS.suite in ("all", "iqlearn_lambda"):
+    s = imitation.LAMBDA_QUICK if FLAGS.quick else dataclasses.replace(imitation.LAMBDA,
+                                                                       seeds=FLAGS.seeds,
+                                                                       tune_seeds=FLAGS.seeds)
+    result = imitation.run_benchmark(teacher_dir=FLAGS.teacher,
+                                     workroot=settings_dir(workroot, "iqlearn_lambda", s),
+                                     settings=s, workers=FLAGS.workers)
+    _dump(result, "iqlearn_lambda.json")
+    summary["iqlearn_lambda"] = lambda_report(result, FLAGS.outdir)
   summary[f"seconds_{FLAGS.suite}"] = round(time.time() - t0)
   _dump(summary, "summary.json")
   print(f"done in {summary[f'seconds_{FLAGS.suite}']}s; results in {FLAGS.outdir}")
 
 
 def _previous_summary() -> dict:
-  """The other suite's verdicts and time from the last summary of the same kind (full or
+  """The other suites' verdicts and times from the last summary of the same kind (full or
   ``--quick``), when this run is one suite; else nothing."""
   path = os.path.join(FLAGS.outdir, "summary.json")
   if FLAGS.suite == "all" or not os.path.exists(path):
@@ -93,8 +105,8 @@ def _previous_summary() -> dict:
       return {}
   if old.get("quick") != FLAGS.quick:
     return {}
-  other = "imitation" if FLAGS.suite == "offline_rl" else "offline_rl"
-  return {k: v for k, v in old.items() if k in (other, f"seconds_{other}")}
+  others = [x for x in SUITES if x != FLAGS.suite]
+  return {k: v for k, v in old.items() if k in others or k in [f"seconds_{x}" for x in others]}
 
 
 def _dump(payload: dict, name: str) -> None:

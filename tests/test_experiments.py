@@ -20,27 +20,35 @@ def test_quick_suite_writes_every_artefact(tmp_path):
 
   offline = json.loads((out / "offline_rl.json").read_text())
   rows = offline["rows"]
+  tasks = ("embedded_ilql_delayed", "embedded_stitch")
   assert {(r["task"], r["method"]) for r in rows} == {
-      (t, m) for t in ("embedded_ilql_delayed", "embedded_twenty_questions")
-      for m in ("bc", "pct_bc", "ilql")}
+      (t, m) for t in tasks for m in ("bc", "pct_bc", "ilql", "ilql_scratch")}
   assert all(r["ok"] and r["loss_curve"] for r in rows)
-  ilql = next(r for r in rows if r["method"] == "ilql" and r["task"] == "embedded_ilql_delayed")
-  assert set(ilql["returns"]["test"]) == {"beta0", "beta4"}
-  assert all(0 <= v["mean"] <= 1 for v in ilql["returns"]["test"].values())
-  dialogue = next(r for r in rows if r["task"] == "embedded_twenty_questions")
-  assert all(-6 <= v["mean"] <= 0 for v in dialogue["returns"]["validation"].values())
+  assert {r["task"] for r in offline["pretrain"]} == set(tasks)
+  assert all(r["path"] for r in offline["pretrain"])
+  for r in rows:  # every policy greedy and sampled; ILQL at each beta; values probed
+    want = ({"greedy", "sample"} if r["method"] in ("bc", "pct_bc") else
+            {f"beta{b} {d}" for b in (0, 4) for d in ("greedy", "sample")})
+    assert set(r["returns"]["test"]) == want
+    assert all(0 <= v["mean"] <= 1 for v in r["returns"]["test"].values())
+    assert ("probe" in r) == r["method"].startswith("ilql")
+  probe = next(r["probe"] for r in rows if r["method"] == "ilql")
+  assert 0 <= probe["decisive"] <= 1 and len(probe["decisive_by_slot"]) == 4
+  assert {(r["task"], r["model"], r["method"]) for r in offline["scale"]} == {
+      (t, "gpt2-mini", m) for t in tasks for m in ("pretrain", "ilql")}
+  refs = offline["references"]["embedded_stitch"]["returns"]
+  assert refs["best logged episode = %BC's ceiling"] == 0.75 and refs["optimum"] == 1.0
   md = (out / "offline_rl.md").read_text()
-  assert md.count("**holds") + md.count("**does not hold") == 6  # 3 claims x 2 tasks
+  assert md.count("**holds") + md.count("**does not hold") == 8  # 4 claims x 2 tasks
+  assert "## Model size (seed 0)" in md and md.count("what the value function learned") == 2
 
-  pngs = [f"offline_rl_{t}_{k}.png" for t in ("embedded_ilql_delayed",
-                                                "embedded_twenty_questions")
-           for k in ("returns", "beta", "bc_curves")]
+  pngs = [f"offline_rl_{t}_{k}.png" for t in tasks for k in ("returns", "beta", "bc_curves")]
   for name in pngs:
     data = (out / name).read_bytes()
     assert data[:8] == PNG and len(data) > 5000, name
   summary = json.loads((out / "summary.json").read_text())
   assert summary["quick"] and summary["seconds_offline_rl"] > 0 and "cores" in summary["machine"]
-  assert set(summary["offline_rl"]) == {"embedded_ilql_delayed", "embedded_twenty_questions"}
+  assert set(summary["offline_rl"]) == set(tasks)
 
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
   assert again.returncode == 0, again.stderr[-4000:]

@@ -84,6 +84,22 @@ def test_quick_benchmark_runs_on_a_hugging_face_directory_without_tokenizer(tmp_
     data = (out / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
 
+  # the lam sweep on the same teacher: MLE and IQLearn only, every lam with every seed
+  proc = subprocess.run([sys.executable, "-m", "experiments.run", "--suite=iqlearn_lambda",
+                         "--quick", f"--teacher={teacher}", f"--outdir={out}", "--workers=1",
+                         f"--workroot={tmp_path / 'runs'}"],
+                        capture_output=True, text=True, cwd=ROOT, timeout=1500)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  sweep = json.loads((out / "iqlearn_lambda.json").read_text())
+  assert sorted((r["method"], r["lam"]) for r in sweep["tuning"]) == [
+      ("iqlearn", 0.5), ("iqlearn", 2.0), ("mle", 0.0)]
+  assert sweep["settings"]["n_train"] == 32 and all(r["ok"] for r in sweep["rows"])
+  md = (out / "iqlearn_lambda.md").read_text()
+  assert md.count("**does not hold**") + md.count("**holds") == 2  # 1 seed never wins 4
+  assert (out / "iqlearn_lambda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  summary = json.loads((out / "summary.json").read_text())
+  assert {"imitation", "iqlearn_lambda"} <= set(summary)  # one suite keeps the other's verdicts
+
 
 def test_default_teacher_trains_exports_and_loads(tmp_path):
   info = T.train_default_teacher(str(tmp_path), steps=3)
@@ -92,3 +108,30 @@ def test_default_teacher_trains_exports_and_loads(tmp_path):
   assert teacher.vocab_size == 256 and np.isfinite(info["train_loss"])
   prompts = T.sample(teacher, np.zeros((2, 0), np.int32), 4, 1.0, seed=0)
   assert T.token_log_likelihood(teacher, prompts, prompts, 0.7).shape == (2, 4)
+
+
+def test_lambda_verdicts_follow_their_rule(tmp_path):
+  """IQLearn lam 1 better on 5/5 seeds at 3 of 4 decodings (a tie at greedy): both claims
+  hold; worse: neither."""
+  from experiments.report_lambda import lambda_report
+  decodings = ["greedy", "beam", "T0.5", "T1"]
+
+  def run(method, lam, lr, seed, gain):
+    q = lambda d: -1.2 + 0.01 * seed + (gain if d != "greedy" else 0.0)  # greedy: a tie
+    return {"ok": True, "method": method, "lam": lam, "lr": lr, "seed": seed,
+            "name": f"{method}{lam}{lr}{seed}", "final_train_loss": 1.0,
+            "splits": {s: {d: {"quality": q(d)} for d in decodings}
+                       for s in ("validation", "test")}}
+
+  for gain, want in ((0.01, ("holds", "holds")), (-0.01, ("does not hold", "does not hold"))):
+    result = {"settings": {"temperatures": [0.5, 1.0], "student": "s", "pretrain_steps": 1,
+                           "finetune_steps": 1, "n_train": 5, "cont_len": 3, "mle_lrs": [1e-3],
+                           "iqlearn_lr": 3e-3, "lams": [1.0], "seeds": 5},
+              "data": {"expert_quality": -1.0},
+              "chosen": {"mle": {"lam": 0.0, "lr": 1e-3}, "iqlearn": {"lam": 1.0, "lr": 3e-3}},
+              "tuning": [run("mle", 0.0, 1e-3, k, 0.0) for k in range(5)]
+                        + [run("iqlearn", 1.0, 3e-3, k, gain) for k in range(5)]}
+    v = lambda_report(result, str(tmp_path))
+    assert v["beats_mle"].startswith(f"**{want[0]}**"), v
+    assert v["large_lam"].startswith(f"**{want[1]}**"), v
+    assert ("at 3 of 4 decodings" in v["beats_mle"]) == (gain > 0)

@@ -71,6 +71,8 @@ ELSEWHERE = {
     "python -m experiments.run_offline_rl --quick": ("test_experiments.py", "offline_rl"),
     "python -m experiments.run_imitation --teacher=HF_DIR --quick":
         ("test_experiments_imitation.py", '"experiments.run_imitation", "--quick"'),
+    "python -m experiments.run --suite=iqlearn_lambda --teacher=HF_DIR --quick":
+        ("test_experiments_imitation.py", '"--suite=iqlearn_lambda"'),
 }
 # What the placeholders and the files no one can download stand for here.
 SUBSTITUTES = {"/tmp/irl_lm_quickstart": "quickstart", "/tmp/run_hf": "run_hf",

@@ -9,6 +9,7 @@ Embedded tasks (registered when `irl_lm.data` is imported, embedded vocabulary):
 | `embedded_ilql`             | same, dense per-clause rewards          | mean reward (`embedded.score`) |
 | `embedded_ilql_delayed`     | the same logged data, reward at EOS only | mean reward (`embedded.score`) |
 | `embedded_twenty_questions` | same, multi-turn, -1 per agent turn     | none (evaluated by rollouts)   |
+| `embedded_stitch`           | same, reward at EOS, no response right  | mean reward (`embedded.score`) |
 """
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,7 @@ EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
                                           prompt_as_target),
     "embedded_twenty_questions": EmbeddedTask("embedded_twenty_questions", (), strip_text,
                                               turns=True),
+    "embedded_stitch": EmbeddedTask("embedded_stitch", (ilql.reward_metric,), prompt_as_target),
 }
 
 

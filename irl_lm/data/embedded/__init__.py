@@ -9,7 +9,7 @@ import functools
 import random
 from types import ModuleType
 
-from irl_lm.data.embedded import arithmetic, ilql, summarize, twenty_questions
+from irl_lm.data.embedded import arithmetic, ilql, stitch, summarize, twenty_questions
 from irl_lm.data.embedded.ilql import score
 from irl_lm.data.embedded.tokens import MAX_INPUT_TOKENS, MAX_TARGET_TOKENS, split_tokens
 from irl_lm.errors import ConfigError
@@ -19,6 +19,7 @@ GENERATORS: dict[str, ModuleType] = {
     "embedded_arithmetic": arithmetic,
     "embedded_ilql": ilql,
     "embedded_twenty_questions": twenty_questions,
+    "embedded_stitch": stitch,
 }
 # The vocabulary of the first three tasks keeps its ids; later tasks' new words follow them.
 _FIRST_GENERATORS = ("embedded_summarize", "embedded_arithmetic", "embedded_ilql")
